@@ -1,0 +1,37 @@
+"""cnnlab: convolutional image-classification labs and small studies.
+
+The public API is imported lazily so that `import cnnlab` (and the CLI's start) stays fast:
+torch and matplotlib load only when a function that needs them is called.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+# public name -> (module, attribute)
+_EXPORTS = {
+    "train": ("cnnlab.training", "train"),
+    "Run": ("cnnlab.training", "Run"),
+    "Config": ("cnnlab.config", "Config"),
+    "load_config": ("cnnlab.config", "load_config"),
+    "summary": ("cnnlab.inspect", "summary"),
+    "diagram": ("cnnlab.inspect", "diagram"),
+    "predict": ("cnnlab.inspect", "predict"),
+    "run_study": ("cnnlab.study", "run_study"),
+    "report": ("cnnlab.study", "report"),
+    "compare": ("cnnlab.study", "compare"),
+    "CnnlabError": ("cnnlab.errors", "CnnlabError"),
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        module, attr = _EXPORTS[name]
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'cnnlab' has no attribute {name!r}")

@@ -1,0 +1,70 @@
+"""The `cnnlab` command: builds the parser from `cnnlab.commands` and turns errors into exit codes.
+
+Every subcommand lives in `cnnlab/commands/<name>.py` as `register(subparsers)`; it parses,
+calls the Python API and prints. Nothing else happens here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import textwrap
+
+# Command modules, in the order `cnnlab --help` lists them.
+COMMAND_MODULES = ("train", "data", "models", "scratch", "inspect", "study")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cnnlab",
+        description="CNN labs and studies: train, inspect, compare, report.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        module = importlib.import_module(f"cnnlab.commands.{name}")
+        module.register(subparsers)
+    return parser
+
+
+def _paragraph(message: str) -> str:
+    return "\n".join(textwrap.fill(p, width=100) for p in str(message).split("\n"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from cnnlab.errors import CnnlabError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("CNNLAB_DEBUG") == "1"
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        return int(args.func(args) or 0)
+    except CnnlabError as err:
+        if debug:
+            raise
+        print(f"error: {_paragraph(err)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("interrupted: stopped by Ctrl-C; files already written are complete.", file=sys.stderr)
+        return 130
+    except Exception as err:  # a bug in cnnlab, not the user's fault
+        if debug:
+            raise
+        print(
+            f"internal error: {type(err).__name__}: {err}. This is a bug in cnnlab; "
+            "run again with --debug for the traceback and report it.",
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,5 @@
+"""`cnnlab` subcommands for the data area."""
+
+
+def register(subparsers) -> None:
+    pass

@@ -1,0 +1,5 @@
+"""`cnnlab` subcommands for the inspect area."""
+
+
+def register(subparsers) -> None:
+    pass

@@ -1,0 +1,5 @@
+"""`cnnlab` subcommands for the models area."""
+
+
+def register(subparsers) -> None:
+    pass

@@ -1,0 +1,5 @@
+"""`cnnlab` subcommands for the scratch area."""
+
+
+def register(subparsers) -> None:
+    pass

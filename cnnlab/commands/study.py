@@ -1,0 +1,5 @@
+"""`cnnlab` subcommands for the study area."""
+
+
+def register(subparsers) -> None:
+    pass

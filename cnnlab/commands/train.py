@@ -1,0 +1,5 @@
+"""`cnnlab` subcommands for the train area."""
+
+
+def register(subparsers) -> None:
+    pass

@@ -1,0 +1,90 @@
+"""Small helpers shared by every module: atomic files, JSON, seeds, suggestions."""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import json
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Iterable, Iterator
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success rename it over `path`.
+
+    Readers never see a half-written file: either the old file or the new one. On failure
+    the temporary file is removed and `path` is left untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    return Path(path)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _json_default(obj):
+    # numpy scalars and arrays, tuples, paths: written as plain JSON values
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot write {type(obj).__name__} as JSON")
+
+
+def write_json(path: str | os.PathLike, obj) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def read_json(path: str | os.PathLike):
+    with open(path, "r", encoding="utf-8") as f:
+        return json.load(f)
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's generators."""
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    try:
+        import torch
+
+        torch.manual_seed(seed)
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+
+
+def closest(name: str, options: Iterable[str]) -> str | None:
+    """The option most like `name`, for 'did you mean' hints, or None."""
+    matches = difflib.get_close_matches(name, list(options), n=1, cutoff=0.5)
+    return matches[0] if matches else None
+
+
+def did_you_mean(name: str, options: Iterable[str]) -> str:
+    """' Did you mean 'x'?' or an empty string."""
+    match = closest(name, options)
+    return f" Did you mean '{match}'?" if match else ""

@@ -1,0 +1,37 @@
+"""Shared fixtures: the offline datasets in ../shared/data, golden files, thread limits."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--update-golden", action="store_true", help="rewrite golden files")
+
+
+@pytest.fixture
+def update_golden(request) -> bool:
+    return bool(request.config.getoption("--update-golden"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The offline copies of MNIST, Fashion-MNIST and CIFAR-10 (tests only; never the library)."""
+    path = Path(os.environ.get("CNNLAB_SHARED_DATA", SHARED_DATA))
+    if not (path / "mnist").is_dir():
+        pytest.skip(f"shared datasets not found at {path}")
+    return path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _limit_threads():
+    import torch
+
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    yield
