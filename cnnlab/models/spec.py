@@ -1,0 +1,346 @@
+"""The model spec language and shape inference.
+
+A spec is a list of layers; each layer is a bare word (`relu`) or a one-key mapping
+(`conv: {out: 32, k: 3, pad: 1}`), optionally with a `name:` beside it. Input sizes are never
+written: they are inferred from the previous layer. In YAML::
+
+    - {conv: {out: 16, k: 3, pad: 1}, name: conv1}
+    - {bn: {}, name: bn1}
+    - {leaky_relu: 0.01}
+    - {maxpool: 2}
+    - flatten
+    - {linear: 128, name: fc1}
+    - {linear: classes, name: fc2}   # `classes` is the number of classes
+
+Layer words (short argument forms in brackets):
+  conv (out)          out, k=3, stride=1, pad=0, dilation=1, groups=1, bias=true
+  conv_transpose (out) out, k=3, stride=1, pad=0, output_pad=0, dilation=1, groups=1, bias=true
+  linear (out)        out, bias=true
+  bn                  eps=1e-5, momentum=0.1   (BatchNorm2d after convs, BatchNorm1d on vectors)
+  relu, sigmoid, tanh, flatten
+  leaky_relu (slope)  slope=0.01
+  maxpool (k)         k, stride=k, pad=0
+  avgpool (k)         k, stride=k, pad=0, count_include_pad=true
+  adaptive_avgpool (size)  size=1
+  dropout (p)         p=0.5
+  block (out)         a ResNet basic block: out, stride=1
+  seq                 a named group of layers: `{seq: [...], name: layer1}`
+
+Torch-style argument names (`out_channels`, `kernel_size`, `padding`, ...) are accepted too.
+Unnamed layers are named by their index, as in `torch.nn.Sequential`. Parameter names in both
+engines follow from these names (`conv1.weight`, `layer1.0.bn1.running_mean`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from math import prod
+from typing import Any, Iterator
+
+from cnnlab.errors import ModelError
+from cnnlab.models.flops import CONV_LINEAR, layer_buffers, layer_macs, layer_params
+from cnnlab.utils import did_you_mean
+
+
+@dataclass
+class Node:
+    """One resolved layer: a torch class name, its constructor kwargs and its shapes.
+
+    `in_shape`/`out_shape` exclude the batch dimension: (C, H, W) for images, (F,) for vectors.
+    `children` holds the sub-layers of `Sequential` and `BasicBlock` nodes.
+    """
+
+    name: str
+    kind: str
+    args: dict
+    in_shape: tuple
+    out_shape: tuple
+    children: list["Node"] = field(default_factory=list)
+
+    def walk(self, prefix: str = "") -> Iterator[tuple[str, "Node"]]:
+        """Yield (dotted path, node) for this node and every descendant, parents first."""
+        yield prefix, self
+        for child in self.children:
+            path = f"{prefix}.{child.name}" if prefix else child.name
+            yield from child.walk(path)
+
+    def leaves(self) -> Iterator["Node"]:
+        for _, node in self.walk():
+            if not node.children:
+                yield node
+
+    def params(self) -> int:
+        return layer_params(self.kind, self.args)
+
+    def macs(self) -> int:
+        return layer_macs(self.kind, self.args, self.in_shape, self.out_shape)
+
+    def total_params(self) -> int:
+        return sum(n.params() for n in self.leaves())
+
+    def total_buffers(self) -> int:
+        return sum(layer_buffers(n.kind, n.args) for n in self.leaves())
+
+    def total_macs(self) -> int:
+        return sum(n.macs() for n in self.leaves())
+
+    def conv_linear_macs(self) -> int:
+        return sum(n.macs() for n in self.leaves() if n.kind in CONV_LINEAR)
+
+
+# spec word -> (torch kind, {spec key: torch kwarg}, short-form key)
+_ALIASES = {
+    "out": "out", "out_channels": "out", "out_features": "out",
+    "k": "k", "kernel_size": "k", "kernel": "k",
+    "stride": "stride", "s": "stride",
+    "pad": "pad", "padding": "pad",
+    "dilation": "dilation", "groups": "groups", "bias": "bias",
+    "output_pad": "output_pad", "output_padding": "output_pad",
+    "p": "p", "slope": "slope", "negative_slope": "slope",
+    "size": "size", "output_size": "size",
+    "eps": "eps", "momentum": "momentum", "count_include_pad": "count_include_pad",
+}
+
+_LAYER_KEYS = {
+    "conv": ("out", {"out": None, "k": 3, "stride": 1, "pad": 0, "dilation": 1, "groups": 1, "bias": True}),
+    "conv_transpose": ("out", {"out": None, "k": 3, "stride": 1, "pad": 0, "output_pad": 0,
+                               "dilation": 1, "groups": 1, "bias": True}),
+    "linear": ("out", {"out": None, "bias": True}),
+    "bn": (None, {"eps": 1e-5, "momentum": 0.1}),
+    "relu": (None, {}), "sigmoid": (None, {}), "tanh": (None, {}), "flatten": (None, {}),
+    "leaky_relu": ("slope", {"slope": 0.01}),
+    "maxpool": ("k", {"k": None, "stride": None, "pad": 0}),
+    "avgpool": ("k", {"k": None, "stride": None, "pad": 0, "count_include_pad": True}),
+    "adaptive_avgpool": ("size", {"size": 1}),
+    "dropout": ("p", {"p": 0.5}),
+    "block": ("out", {"out": None, "stride": 1}),
+}
+_WORD_ALIASES = {
+    "Conv2d": "conv", "ConvTranspose2d": "conv_transpose", "convT": "conv_transpose",
+    "Linear": "linear", "fc": "linear", "batchnorm": "bn", "BatchNorm": "bn",
+    "BatchNorm1d": "bn", "BatchNorm2d": "bn", "ReLU": "relu", "LeakyReLU": "leaky_relu",
+    "lrelu": "leaky_relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Flatten": "flatten",
+    "MaxPool2d": "maxpool", "AvgPool2d": "avgpool", "AdaptiveAvgPool2d": "adaptive_avgpool",
+    "gap": "adaptive_avgpool", "Dropout": "dropout", "BasicBlock": "block", "basic_block": "block",
+    "Sequential": "seq", "group": "seq",
+}
+LAYER_WORDS = sorted(set(_LAYER_KEYS) | {"seq"})
+
+
+def _parse_item(item: Any, where: str) -> tuple[str, Any, str | None]:
+    """Split one spec entry into (word, argument, explicit name)."""
+    if isinstance(item, str):
+        return _WORD_ALIASES.get(item, item), None, None
+    if isinstance(item, dict):
+        item = dict(item)
+        name = item.pop("name", None)
+        if len(item) != 1:
+            raise ModelError(
+                f"Spec entry {where} must have exactly one layer word (plus an optional 'name'), "
+                f"got keys {sorted(item)}. Example: {{conv: {{out: 32, k: 3}}, name: conv1}}."
+            )
+        (word, arg), = item.items()
+        return _WORD_ALIASES.get(word, word), arg, (str(name) if name is not None else None)
+    raise ModelError(
+        f"Spec entry {where} is {item!r} ({type(item).__name__}); expected a layer word such as "
+        f"'relu' or a mapping such as {{conv: {{out: 32, k: 3}}}}."
+    )
+
+
+def _layer_args(word: str, arg: Any, where: str, num_classes: int) -> dict:
+    """Fill a layer word's arguments from its short form or mapping, with defaults."""
+    short, defaults = _LAYER_KEYS[word]
+    given: dict = {}
+    if isinstance(arg, dict):
+        for key, value in arg.items():
+            canonical = _ALIASES.get(key)
+            if canonical is None or canonical not in defaults:
+                raise ModelError(
+                    f"Unknown argument '{key}' for '{word}' at {where}; valid arguments: "
+                    f"{', '.join(defaults) or 'none'}.{did_you_mean(key, defaults)}"
+                )
+            given[canonical] = value
+    elif arg is not None:
+        if short is None:
+            raise ModelError(f"'{word}' at {where} takes no short argument, got {arg!r}.")
+        given[short] = arg
+    values = {**defaults, **given}
+    if values.get("out") in ("classes", "num_classes"):
+        values["out"] = num_classes
+    missing = [k for k, v in values.items() if v is None and k not in ("stride",)]
+    if missing:
+        raise ModelError(f"'{word}' at {where} needs {', '.join(missing)} (e.g. {{{word}: {{{missing[0]}: ...}}}}).")
+    return values
+
+
+def _conv_out(size: int, k: int, stride: int, pad: int, dilation: int) -> int:
+    return (size + 2 * pad - dilation * (k - 1) - 1) // stride + 1
+
+
+def _pair(v) -> tuple[int, int]:
+    return (int(v[0]), int(v[1])) if isinstance(v, (list, tuple)) else (int(v), int(v))
+
+
+def _shape_str(shape: tuple) -> str:
+    return "x".join(str(s) for s in shape)
+
+
+class _Resolver:
+    def __init__(self, num_classes: int):
+        self.num_classes = num_classes
+
+    def sequence(self, items: list, in_shape: tuple, name: str, path: str) -> Node:
+        if not isinstance(items, (list, tuple)) or not items:
+            raise ModelError(f"A spec must be a non-empty list of layers; got {items!r} at '{path or 'model'}'.")
+        children, shape, used = [], tuple(in_shape), set()
+        for index, item in enumerate(items):
+            where = f"'{path}[{index}]'" if path else f"entry {index}"
+            word, arg, child_name = _parse_item(item, where)
+            child_name = child_name or str(index)
+            if child_name in used:
+                raise ModelError(f"Layer name '{child_name}' is used twice in '{path or 'model'}'.")
+            used.add(child_name)
+            child_path = f"{path}.{child_name}" if path else child_name
+            node = self.layer(word, arg, shape, child_name, child_path, where)
+            children.append(node)
+            shape = node.out_shape
+        return Node(name, "Sequential", {}, tuple(in_shape), shape, children)
+
+    def layer(self, word: str, arg: Any, shape: tuple, name: str, path: str, where: str) -> Node:
+        if word == "seq":
+            layers = arg.get("layers") if isinstance(arg, dict) else arg
+            return self.sequence(layers, shape, name, path)
+        if word not in _LAYER_KEYS:
+            raise ModelError(
+                f"Unknown layer '{word}' at {where}; known layers: {', '.join(LAYER_WORDS)}."
+                f"{did_you_mean(word, LAYER_WORDS)}"
+            )
+        a = _layer_args(word, arg, where, self.num_classes)
+        builder = getattr(self, f"_{word}")
+        return builder(a, tuple(shape), name, path)
+
+    # --- shape rules, one per layer word -------------------------------------------------
+    def _need_image(self, shape, kind, path):
+        if len(shape) != 3:
+            raise ModelError(
+                f"{kind} at layer '{path}' needs an image input (C, H, W) but receives shape "
+                f"({_shape_str(shape)}); it cannot follow a flatten or linear layer."
+            )
+
+    def _spatial(self, shape, kind, path, k, stride, pad, dilation=(1, 1)):
+        out = tuple(_conv_out(shape[i + 1], k[i], stride[i], pad[i], dilation[i]) for i in range(2))
+        if min(out) < 1:
+            need = tuple(dilation[i] * (k[i] - 1) + 1 - 2 * pad[i] for i in range(2))
+            raise ModelError(
+                f"{kind}(kernel_size={k[0] if k[0] == k[1] else k}) at layer '{path}' needs a "
+                f"spatial size of at least {need[0]}x{need[1]} but receives {shape[1]}x{shape[2]} "
+                f"(input shape {_shape_str(shape)}). The input images are too small for this "
+                "model: use larger inputs or a model with fewer downsampling layers."
+            )
+        return out
+
+    def _conv(self, a, shape, name, path):
+        self._need_image(shape, "Conv2d", path)
+        k, s, p, d = _pair(a["k"]), _pair(a["stride"]), _pair(a["pad"]), _pair(a["dilation"])
+        c_in, groups = shape[0], int(a["groups"])
+        if c_in % groups or int(a["out"]) % groups:
+            raise ModelError(f"Conv2d at layer '{path}': groups={groups} must divide in_channels={c_in} and out_channels={a['out']}.")
+        hw = self._spatial(shape, "Conv2d", path, k, s, p, d)
+        args = dict(in_channels=c_in, out_channels=int(a["out"]), kernel_size=k, stride=s,
+                    padding=p, dilation=d, groups=groups, bias=bool(a["bias"]))
+        return Node(name, "Conv2d", args, shape, (int(a["out"]),) + hw)
+
+    def _conv_transpose(self, a, shape, name, path):
+        self._need_image(shape, "ConvTranspose2d", path)
+        k, s, p, d = _pair(a["k"]), _pair(a["stride"]), _pair(a["pad"]), _pair(a["dilation"])
+        op = _pair(a["output_pad"])
+        hw = tuple((shape[i + 1] - 1) * s[i] - 2 * p[i] + d[i] * (k[i] - 1) + op[i] + 1 for i in range(2))
+        if min(hw) < 1:
+            raise ModelError(f"ConvTranspose2d at layer '{path}' gives an empty output for input {_shape_str(shape)}.")
+        args = dict(in_channels=shape[0], out_channels=int(a["out"]), kernel_size=k, stride=s,
+                    padding=p, output_padding=op, groups=int(a["groups"]), bias=bool(a["bias"]),
+                    dilation=d)
+        return Node(name, "ConvTranspose2d", args, shape, (int(a["out"]),) + hw)
+
+    def _linear(self, a, shape, name, path):
+        if len(shape) != 1:
+            raise ModelError(
+                f"Linear at layer '{path}' needs a flat input (features,) but receives shape "
+                f"({_shape_str(shape)}); add 'flatten' before it."
+            )
+        args = dict(in_features=shape[0], out_features=int(a["out"]), bias=bool(a["bias"]))
+        return Node(name, "Linear", args, shape, (int(a["out"]),))
+
+    def _bn(self, a, shape, name, path):
+        kind = "BatchNorm2d" if len(shape) == 3 else "BatchNorm1d"
+        args = dict(num_features=shape[0], eps=float(a["eps"]), momentum=float(a["momentum"]))
+        return Node(name, kind, args, shape, shape)
+
+    def _simple(kind):  # noqa: N805 - a factory for shape-preserving layers
+        def build(self, a, shape, name, path):
+            return Node(name, kind, {}, shape, shape)
+        return build
+
+    _relu, _sigmoid, _tanh = _simple("ReLU"), _simple("Sigmoid"), _simple("Tanh")
+
+    def _leaky_relu(self, a, shape, name, path):
+        return Node(name, "LeakyReLU", dict(negative_slope=float(a["slope"])), shape, shape)
+
+    def _dropout(self, a, shape, name, path):
+        p = float(a["p"])
+        if not 0.0 <= p < 1.0:
+            raise ModelError(f"Dropout at layer '{path}' needs 0 <= p < 1, got {p}.")
+        return Node(name, "Dropout", dict(p=p), shape, shape)
+
+    def _flatten(self, a, shape, name, path):
+        return Node(name, "Flatten", {}, shape, (prod(shape),))
+
+    def _pool(self, kind, a, shape, name, path):
+        self._need_image(shape, kind, path)
+        k = _pair(a["k"])
+        s = _pair(a["stride"]) if a["stride"] is not None else k
+        p = _pair(a["pad"])
+        hw = self._spatial(shape, kind, path, k, s, p)
+        args = dict(kernel_size=k, stride=s, padding=p)
+        if kind == "AvgPool2d":
+            args["count_include_pad"] = bool(a["count_include_pad"])
+        return Node(name, kind, args, shape, (shape[0],) + hw)
+
+    def _maxpool(self, a, shape, name, path):
+        return self._pool("MaxPool2d", a, shape, name, path)
+
+    def _avgpool(self, a, shape, name, path):
+        return self._pool("AvgPool2d", a, shape, name, path)
+
+    def _adaptive_avgpool(self, a, shape, name, path):
+        self._need_image(shape, "AdaptiveAvgPool2d", path)
+        size = _pair(a["size"])
+        return Node(name, "AdaptiveAvgPool2d", dict(output_size=size), shape, (shape[0],) + size)
+
+    def _block(self, a, shape, name, path):
+        self._need_image(shape, "BasicBlock", path)
+        c_in, c_out, stride = shape[0], int(a["out"]), int(a["stride"])
+        inner = [
+            {"conv": {"out": c_out, "k": 3, "stride": stride, "pad": 1, "bias": False}, "name": "conv1"},
+            {"bn": {}, "name": "bn1"},
+            {"conv": {"out": c_out, "k": 3, "stride": 1, "pad": 1, "bias": False}, "name": "conv2"},
+            {"bn": {}, "name": "bn2"},
+        ]
+        body = self.sequence(inner, shape, name, path)
+        children = body.children
+        if stride != 1 or c_in != c_out:
+            shortcut = [{"conv": {"out": c_out, "k": 1, "stride": stride, "bias": False}}, {"bn": {}}]
+            children.append(self.sequence(shortcut, shape, "downsample", f"{path}.downsample"))
+        args = dict(in_channels=c_in, out_channels=c_out, stride=stride)
+        return Node(name, "BasicBlock", args, shape, body.out_shape, children)
+
+
+def resolve_spec(spec: list, input_shape: tuple, num_classes: int = 10) -> Node:
+    """Infer every layer's shapes and constructor arguments; the root is a `Sequential` Node.
+
+    Raises ModelError naming the layer where the shapes stop fitting.
+    """
+    shape = tuple(int(s) for s in input_shape)
+    if len(shape) not in (1, 3) or min(shape) < 1:
+        raise ModelError(f"input_shape must be (C, H, W) or (features,) with positive sizes, got {input_shape!r}.")
+    return _Resolver(int(num_classes)).sequence(spec, shape, "", "")
