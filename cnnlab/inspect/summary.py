@@ -1,0 +1,17 @@
+"""`summary()`: the public entry point for model statistics."""
+
+from __future__ import annotations
+
+from cnnlab.inspect.source import load_model
+from cnnlab.inspect.stats import Summary, collect
+
+
+def summary(model_or_spec, input_shape=None, engine: str = "torch", num_classes: int = 10, depth: int = 3) -> Summary:
+    """Statistics of a model: per-layer output shapes, params and MACs, totals and memory.
+
+    `model_or_spec` is a zoo name, a spec (list of layers), a YAML spec file, a run folder, a
+    torch `nn.Module` or a `cnnlab.scratch` module. `input_shape` is (C, H, W) without the batch;
+    zoo models and run folders bring their own default. `str()` of the result is the table.
+    """
+    source = load_model(model_or_spec, input_shape, engine=engine, num_classes=num_classes)
+    return collect(source.model, source.input_shape, model_name=source.name, depth=depth)
