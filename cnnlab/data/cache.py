@@ -1,0 +1,115 @@
+"""A cache of decoded datasets as `.npy` files, keyed by the source's path, size and mtime.
+
+Layout: `<cache_root>/<stem>-<path hash>-<state hash>/{train,test}_{images,labels}.npy` plus
+`meta.json`, written last, which marks the entry complete. Arrays are read back with
+`allow_pickle=False`; every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from cnnlab.data.dataset import ArrayDataset
+from cnnlab.utils import atomic_path, read_json, write_json
+
+CACHE_FORMAT = 1
+SPLITS = ("train", "test")
+
+
+def source_state(path: Path) -> str:
+    """A string that changes when the file (size, mtime) or any file under the folder changes."""
+    if path.is_file():
+        st = path.stat()
+        return f"{st.st_size}:{st.st_mtime_ns}"
+    parts = []
+    for folder, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in sorted(files):
+            st = os.stat(os.path.join(folder, name))
+            parts.append(f"{os.path.relpath(os.path.join(folder, name), path)}:{st.st_size}:{st.st_mtime_ns}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def cache_entry(cache_root: Path, source: Path) -> Path:
+    """The cache folder for `source` in its current state."""
+    source = source.resolve()
+    path_hash = _short_hash(str(source))
+    state_hash = _short_hash(f"{CACHE_FORMAT}|{source_state(source)}")
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", source.name) or "data"
+    return cache_root / f"{stem}-{path_hash}-{state_hash}"
+
+
+def cached_splits(cache_root: Path | None, source: Path,
+                  build: Callable[[], dict[str, ArrayDataset]]) -> dict[str, ArrayDataset]:
+    """Load `source`'s splits from the cache, or `build()` them and store them.
+
+    A cache that cannot be written (read-only data dir) only costs speed: it warns and goes on.
+    """
+    if cache_root is None:
+        return build()
+    entry = cache_entry(cache_root, source)
+    splits = _read_entry(entry)
+    if splits is not None:
+        return splits
+    splits = build()
+    try:
+        _write_entry(entry, splits, source)
+        _remove_stale_siblings(entry)
+    except OSError as err:
+        warnings.warn(f"could not write the dataset cache {entry} ({err}); the next load will "
+                      "decode the source again.", stacklevel=2)
+    return splits
+
+
+def _read_entry(entry: Path) -> dict[str, ArrayDataset] | None:
+    meta_path = entry / "meta.json"
+    if not meta_path.is_file():
+        return None
+    try:
+        meta = read_json(meta_path)
+        splits = {}
+        for split in SPLITS:
+            images = np.load(entry / f"{split}_images.npy", allow_pickle=False)
+            labels = np.load(entry / f"{split}_labels.npy", allow_pickle=False)
+            if len(images) != meta["counts"][split]:
+                return None
+            splits[split] = ArrayDataset(images, labels, tuple(meta["classes"]))
+        return splits
+    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError):
+        return None  # an unreadable entry is rebuilt, never trusted
+
+
+def _write_entry(entry: Path, splits: dict[str, ArrayDataset], source: Path) -> None:
+    entry.mkdir(parents=True, exist_ok=True)
+    for split in SPLITS:
+        for field in ("images", "labels"):
+            with atomic_path(entry / f"{split}_{field}.npy") as tmp:
+                with open(tmp, "wb") as f:
+                    np.save(f, getattr(splits[split], field), allow_pickle=False)
+    write_json(entry / "meta.json", {
+        "format": CACHE_FORMAT,
+        "source": str(source.resolve()),
+        "classes": list(splits["train"].classes),
+        "counts": {split: len(splits[split]) for split in SPLITS},
+    })
+
+
+def _remove_stale_siblings(entry: Path) -> None:
+    """Entries for the same source in an older state are dead weight: remove them."""
+    prefix = entry.name.rsplit("-", 1)[0] + "-"
+    for sibling in entry.parent.glob(prefix + "*"):
+        if sibling != entry and sibling.is_dir():
+            shutil.rmtree(sibling, ignore_errors=True)
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:12]

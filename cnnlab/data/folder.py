@@ -1,0 +1,200 @@
+"""Image folders: `ROOT/{train,test}/<class>/*.{png,jpg,jpeg,bmp}`, as a directory or a `.tar`.
+
+A tar may wrap the tree in one top-level directory (`cifar10-jpg/train/...`). Images are decoded
+with Pillow into uint8 (N, C, H, W): C is 1 when the first image is grayscale, else 3 (RGB).
+Large sets are decoded by a pool of processes, each reading its share straight from the files.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from cnnlab.data.dataset import ArrayDataset
+from cnnlab.errors import DataError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+SPLITS = ("train", "test")
+_GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
+# below this many images a process pool costs more than it saves
+POOL_MIN_IMAGES = 2000
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """Where one image's bytes are: a whole file, or `size` bytes at `offset` inside a file."""
+
+    name: str  # shown in errors
+    split: str
+    label: str
+    file: str
+    offset: int = 0
+    size: int = -1
+
+
+def read_image_folder(path: str | os.PathLike, workers: int | None = None) -> dict[str, ArrayDataset]:
+    """Decode an image folder or tar -> {"train": ArrayDataset, "test": ArrayDataset}.
+
+    workers: decoding processes (None: one per available core; 1: decode in this process).
+    """
+    path = Path(path)
+    if path.is_dir():
+        refs = _refs_from_dir(path)
+    elif path.is_file() and tarfile.is_tarfile(path):
+        refs = _refs_from_tar(path)
+    else:
+        state = "is not a folder or a tar archive" if path.exists() else "does not exist"
+        raise DataError(f"image folder dataset 'folder:{path}': {path} {state}. Give a folder laid "
+                        "out as PATH/train/<class>/*.png and PATH/test/<class>/*.png (png, jpg, "
+                        "jpeg or bmp), or an uncompressed .tar of such a tree.")
+    counts = {split: sum(ref.split == split for ref in refs) for split in SPLITS}
+    if not all(counts.values()):
+        raise DataError(f"image folder {path} has {counts['train']} train and {counts['test']} test "
+                        "images; both PATH/train/<class>/ and PATH/test/<class>/ need images "
+                        f"({', '.join(IMAGE_SUFFIXES)}).")
+    classes = tuple(sorted({ref.label for ref in refs}, key=_natural_key))
+    channels, height, width = _probe(refs[0])
+    images = decode_images(refs, channels, (height, width), workers)
+    label_of = {name: i for i, name in enumerate(classes)}
+    labels = np.array([label_of[ref.label] for ref in refs], dtype=np.int64)
+    split_of = np.array([ref.split for ref in refs])
+    return {split: ArrayDataset(images[split_of == split], labels[split_of == split], classes)
+            for split in SPLITS}
+
+
+def decode_images(refs: list[ImageRef], channels: int, size: tuple[int, int],
+                  workers: int | None = None) -> np.ndarray:
+    """Decode every ref -> uint8 (N, C, H, W); all images must be `size` = (H, W)."""
+    workers = workers or _available_cores()
+    if workers <= 1 or len(refs) < POOL_MIN_IMAGES:
+        nhwc = _decode_chunk((refs, channels, size))
+    else:
+        import multiprocessing
+
+        # fork: the workers need no state but the refs, and fork avoids re-importing __main__
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("fork" if "fork" in methods else None)
+        step = -(-len(refs) // (workers * 4))
+        chunks = [(refs[i:i + step], channels, size) for i in range(0, len(refs), step)]
+        with context.Pool(workers) as pool:
+            nhwc = np.concatenate(pool.map(_decode_chunk, chunks))
+    return np.ascontiguousarray(nhwc.transpose(0, 3, 1, 2))
+
+
+def _decode_chunk(task) -> np.ndarray:
+    """(refs, channels, (H, W)) -> uint8 (n, H, W, C). Runs in worker processes."""
+    from PIL import Image, UnidentifiedImageError
+
+    refs, channels, (height, width) = task
+    out = np.empty((len(refs), height, width, channels), dtype=np.uint8)
+    mode = "L" if channels == 1 else "RGB"
+    open_files: dict[str, object] = {}
+    try:
+        for i, ref in enumerate(refs):
+            data = _read_bytes(ref, open_files)
+            try:
+                with Image.open(io.BytesIO(data)) as image:
+                    image = image.convert(mode)
+            except (UnidentifiedImageError, OSError, ValueError) as err:
+                raise DataError(f"cannot decode image {ref.name}: {err}. Remove or replace the file.") from None
+            if image.size != (width, height):
+                raise DataError(f"image {ref.name} is {image.size[0]}x{image.size[1]} but the first "
+                                f"image is {width}x{height}; all images of a folder dataset must "
+                                "have the same size. Resize them first.")
+            out[i] = np.asarray(image).reshape(height, width, channels)
+    finally:
+        for f in open_files.values():
+            f.close()
+    return out
+
+
+def _probe(ref: ImageRef) -> tuple[int, int, int]:
+    """(C, H, W) of the first image, which sets the dataset's shape."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(_read_bytes(ref, {}))) as image:
+            return (1 if image.mode in _GRAY_MODES else 3), image.size[1], image.size[0]
+    except OSError as err:
+        raise DataError(f"cannot decode image {ref.name}: {err}. Remove or replace the file.") from None
+
+
+def _read_bytes(ref: ImageRef, open_files: dict) -> bytes:
+    if ref.size < 0:
+        with open(ref.file, "rb") as f:
+            return f.read()
+    f = open_files.get(ref.file)
+    if f is None:
+        f = open_files[ref.file] = open(ref.file, "rb")
+    f.seek(ref.offset)
+    data = f.read(ref.size)
+    if len(data) != ref.size:
+        raise DataError(f"{ref.name}: the archive {ref.file} ends early; it is truncated.")
+    return data
+
+
+def _refs_from_dir(path: Path) -> list[ImageRef]:
+    root = path
+    if not (root / "train").is_dir():
+        subdirs = [d for d in path.iterdir() if d.is_dir()]
+        if len(subdirs) == 1 and (subdirs[0] / "train").is_dir():
+            root = subdirs[0]  # one wrapping folder, as in an extracted tar
+    refs = []
+    for split in SPLITS:
+        split_dir = root / split
+        if not split_dir.is_dir():
+            continue
+        for class_dir in sorted((d for d in split_dir.iterdir() if d.is_dir()), key=lambda d: _natural_key(d.name)):
+            files = [f for f in class_dir.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()]
+            refs += [ImageRef(str(f), split, class_dir.name, str(f))
+                     for f in sorted(files, key=lambda f: _natural_key(f.name))]
+    return _sorted_refs(refs)
+
+
+def _refs_from_tar(path: Path) -> list[ImageRef]:
+    try:
+        with tarfile.open(path, "r:") as tar:
+            members = tar.getmembers()
+    except tarfile.ReadError:
+        raise DataError(f"{path} is a compressed tar; cnnlab reads image trees from an "
+                        f"uncompressed .tar (decompress it first, e.g. with gunzip).") from None
+    except (tarfile.TarError, OSError, EOFError) as err:
+        raise DataError(f"cannot read the tar archive {path}: {err}; it is truncated or corrupt.") from None
+    refs, prefixes = [], set()
+    for member in members:
+        parts = PurePosixPath(member.name).parts
+        parts = parts[1:] if parts and parts[0] == "." else parts
+        if not member.isfile() or PurePosixPath(member.name).suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        if len(parts) < 3 or parts[-3] not in SPLITS:
+            continue  # not <split>/<class>/<file>
+        prefixes.add(parts[:-3])
+        refs.append(ImageRef(f"{path}:{member.name}", parts[-3], parts[-2], str(path),
+                             member.offset_data, member.size))
+    if len(prefixes) > 1:
+        shown = ", ".join(sorted("/".join(p) or "." for p in prefixes)[:5])
+        raise DataError(f"the tar archive {path} holds several image trees ({shown}); it must hold "
+                        "one: train/<class>/... and test/<class>/..., optionally inside one folder.")
+    return _sorted_refs(refs)
+
+
+def _sorted_refs(refs: list[ImageRef]) -> list[ImageRef]:
+    # a stable order independent of the file system's listing order
+    return sorted(refs, key=lambda r: (SPLITS.index(r.split), _natural_key(r.label), _natural_key(r.name)))
+
+
+def _natural_key(text: str):
+    return [(0, int(tok), "") if tok.isdigit() else (1, 0, tok) for tok in re.split(r"(\d+)", text)]
+
+
+def _available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
