@@ -1,0 +1,691 @@
+"""Pure NumPy kernels: every op as `*_forward(...) -> (out, cache)` and `*_backward(dout, cache)`.
+
+Arrays are NCHW at the interface, like torch. Internally the 4-D kernels work channels-last
+(NHWC): im2col then becomes one strided copy and one matmul per convolution, and channel
+statistics are matmuls of a tall (N*H*W, C) matrix. The 4-D outputs are NCHW-shaped *views* of
+NHWC memory (what torch calls channels_last), so chaining kernels costs no transposes: each
+kernel's `_nhwc(x)` is free when `x` came from another kernel.
+
+Conventions:
+- Shapes in docstrings: N batch, C channels, H/W height/width, O output channels.
+- Kernels compute in the dtype of their input (float32 or float64); parameters are expected to
+  have the same dtype (the layers take care of that).
+- `workspace` (optional dict) lets a caller reuse large scratch buffers between calls; the
+  layers pass their own. A buffer from the workspace may be referenced by the returned cache,
+  so a workspace belongs to one caller whose previous cache is discarded on the next forward.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from cnnlab.errors import ModelError
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+
+
+def pair(value, name: str = "value") -> tuple[int, int]:
+    """An int or a 2-sequence of ints as an (h, w) pair."""
+    if isinstance(value, (int, np.integer)):
+        return int(value), int(value)
+    try:
+        first, second = value
+        return int(first), int(second)
+    except (TypeError, ValueError):
+        raise ModelError(f"{name} must be an int or a pair of ints; got {value!r}.") from None
+
+
+def _nhwc(x: np.ndarray) -> np.ndarray:
+    """(N, C, H, W) -> C-contiguous (N, H, W, C); free when x is a view of NHWC memory."""
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+
+
+def _nchw_view(x_nhwc: np.ndarray) -> np.ndarray:
+    """(N, H, W, C) -> (N, C, H, W) view of the same memory."""
+    return x_nhwc.transpose(0, 3, 1, 2)
+
+
+def _buffer(workspace: dict | None, key: str, shape: tuple, dtype, zero: bool = False):
+    """A scratch array of `shape`, reused from `workspace` when one of that shape exists."""
+    if workspace is not None:
+        buf = workspace.get(key)
+        if buf is not None and buf.shape == shape and buf.dtype == dtype:
+            if zero:
+                buf.fill(0)
+            return buf
+    buf = np.zeros(shape, dtype) if zero else np.empty(shape, dtype)
+    if workspace is not None:
+        workspace[key] = buf
+    return buf
+
+
+def _channel_sum(x2d: np.ndarray) -> np.ndarray:
+    """Column sums of a tall (M, C) matrix as a matmul with a ones vector.
+
+    BLAS accumulates in blocks, which is both much faster and far more accurate in float32
+    than numpy's axis-0 `sum` over a tall array (measured: 0.16 ms vs 1.8 ms, and exact).
+    """
+    return np.ones(x2d.shape[0], x2d.dtype) @ x2d
+
+
+def conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
+    """Output length of a convolution or pooling window along one axis (floor mode)."""
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def _windows(xp: np.ndarray, kernel, stride, dilation, out_hw) -> np.ndarray:
+    """Read-only sliding windows of a padded NHWC array.
+
+    xp: (N, Hp, Wp, C) -> view (N, Ho, Wo, kh, kw, C) with
+    view[n, i, j, a, b, c] = xp[n, i*sh + a*dh, j*sw + b*dw, c].
+    """
+    n, _, _, c = xp.shape
+    s_n, s_h, s_w, s_c = xp.strides
+    (kh, kw), (sh, sw), (dh, dw), (ho, wo) = kernel, stride, dilation, out_hw
+    return as_strided(
+        xp,
+        shape=(n, ho, wo, kh, kw, c),
+        strides=(s_n, s_h * sh, s_w * sw, s_h * dh, s_w * dw, s_c),
+        writeable=False,
+    )
+
+
+def _window_slice(a: int, b: int, stride, dilation, out_hw) -> tuple[slice, slice]:
+    """Rows/cols of a padded array that kernel tap (a, b) touches, one per output position."""
+    (sh, sw), (dh, dw), (ho, wo) = stride, dilation, out_hw
+    return (
+        slice(a * dh, a * dh + sh * (ho - 1) + 1, sh),
+        slice(b * dw, b * dw + sw * (wo - 1) + 1, sw),
+    )
+
+
+def _pad_nhwc(x_nhwc: np.ndarray, padding, workspace=None, key="pad", fill=0.0) -> np.ndarray:
+    """Zero- (or `fill`-) padded copy (N, H+2ph, W+2pw, C); x itself when there is no padding."""
+    ph, pw = padding
+    if ph == 0 and pw == 0:
+        return x_nhwc
+    n, h, w, c = x_nhwc.shape
+    shape = (n, h + 2 * ph, w + 2 * pw, c)
+    if fill == 0.0:
+        # a reused buffer keeps its zero border: only the interior is ever written
+        fresh = workspace is None or key not in workspace or workspace[key].shape != shape \
+            or workspace[key].dtype != x_nhwc.dtype
+        xp = _buffer(workspace, key, shape, x_nhwc.dtype, zero=fresh)
+    else:
+        xp = np.full(shape, fill, x_nhwc.dtype)
+    xp[:, ph:ph + h, pw:pw + w, :] = x_nhwc
+    return xp
+
+
+def _gather_columns(xp, kernel, stride, dilation, out_hw, groups, workspace=None, key="cols"):
+    """im2col: padded NHWC input (N, Hp, Wp, C) -> columns (G, N*Ho*Wo, kh*kw*C/G).
+
+    One strided copy; the column order (kh, kw, C/G) matches `_weight_matrix`.
+    """
+    n, _, _, c = xp.shape
+    (kh, kw), (ho, wo), cg = kernel, out_hw, c // groups
+    view = _windows(xp, kernel, stride, dilation, out_hw)  # (N, Ho, Wo, kh, kw, C)
+    view = view.reshape(n, ho, wo, kh, kw, groups, cg).transpose(5, 0, 1, 2, 3, 4, 6)
+    cols = _buffer(workspace, key, (groups, n * ho * wo, kh * kw * cg), xp.dtype)
+    np.copyto(cols.reshape(groups, n, ho, wo, kh, kw, cg), view)
+    return cols
+
+
+def _scatter_columns(cols, canvas, kernel, stride, dilation, in_hw, groups):
+    """col2im: add columns (G, N*Hi*Wi, kh*kw*Cg) into a padded NHWC canvas (N, Hp, Wp, G*Cg).
+
+    The adjoint of `_gather_columns`: one strided add per kernel tap.
+    """
+    n, hp, wp, c = canvas.shape
+    (kh, kw), (hi, wi), cg = kernel, in_hw, c // groups
+    taps = cols.reshape(groups, n, hi, wi, kh, kw, cg)
+    grouped_canvas = canvas.reshape(n, hp, wp, groups, cg)  # a view: canvas is contiguous
+    for a in range(kh):
+        for b in range(kw):
+            rows, columns = _window_slice(a, b, stride, dilation, in_hw)
+            grouped_canvas[:, rows, columns] += taps[:, :, :, :, a, b, :].transpose(1, 2, 3, 0, 4)
+    return canvas
+
+
+def _grouped_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(G, M, K) @ (G, K, P) -> (G, M, P); a plain 2-D BLAS call when G == 1."""
+    if a.shape[0] == 1:
+        return (a[0] @ b[0])[None]
+    return np.matmul(a, b)
+
+
+def _ungroup(y: np.ndarray) -> np.ndarray:
+    """(G, M, P) -> (M, G*P), the channel order torch uses for grouped outputs."""
+    if y.shape[0] == 1:
+        return y[0]
+    return np.ascontiguousarray(y.transpose(1, 0, 2)).reshape(y.shape[1], -1)
+
+
+def _group(y2d: np.ndarray, groups: int) -> np.ndarray:
+    """(M, G*P) -> (G, M, P)."""
+    if groups == 1:
+        return y2d[None]
+    m = y2d.shape[0]
+    return np.ascontiguousarray(y2d.reshape(m, groups, -1).transpose(1, 0, 2))
+
+
+# --------------------------------------------------------------------------------------------
+# convolution
+
+
+def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
+                   workspace=None):
+    """2-D convolution (cross-correlation), torch.nn.functional.conv2d semantics.
+
+    x: (N, C, H, W); weight: (O, C/groups, kh, kw); bias: (O,) or None.
+    Returns out: (N, O, Ho, Wo) with Ho = (H + 2*ph - dh*(kh-1) - 1) // sh + 1, and the cache.
+    """
+    stride, padding, dilation = pair(stride, "stride"), pair(padding, "padding"), \
+        pair(dilation, "dilation")
+    n, c, h, w = x.shape
+    o, cg, kh, kw = weight.shape
+    if c != cg * groups or o % groups:
+        raise ModelError(
+            f"conv2d: input has {c} channel(s) but the weight {weight.shape} with groups={groups} "
+            f"expects {cg * groups}."
+        )
+    ho = conv_output_size(h, kh, stride[0], padding[0], dilation[0])
+    wo = conv_output_size(w, kw, stride[1], padding[1], dilation[1])
+    if ho < 1 or wo < 1:
+        raise ModelError(
+            f"conv2d: input of spatial size {(h, w)} is too small for kernel {(kh, kw)} with "
+            f"padding {padding} and dilation {dilation} (output would be {(ho, wo)})."
+        )
+    xp = _pad_nhwc(_nhwc(x), padding, workspace)
+    cols = _gather_columns(xp, (kh, kw), stride, dilation, (ho, wo), groups, workspace)
+    wmat = _conv_weight_matrix(weight, groups)
+    out = _ungroup(_grouped_matmul(cols, wmat))  # (N*Ho*Wo, O), contiguous
+    if bias is not None:
+        out += bias
+    cache = (cols, wmat, (n, c, h, w), weight.shape, bias is not None, stride, padding,
+             dilation, groups, (ho, wo))
+    return _nchw_view(out.reshape(n, ho, wo, o)), cache
+
+
+def _conv_weight_matrix(weight, groups):
+    """(O, C/G, kh, kw) -> (G, kh*kw*C/G, O/G), rows in im2col column order."""
+    o, cg, kh, kw = weight.shape
+    wg = weight.reshape(groups, o // groups, cg, kh, kw).transpose(0, 3, 4, 2, 1)
+    return np.ascontiguousarray(wg).reshape(groups, kh * kw * cg, o // groups)
+
+
+def conv2d_backward(dout, cache, need_input_grad=True):
+    """Gradients of `conv2d_forward`.
+
+    dout: (N, O, Ho, Wo). Returns (dx (N, C, H, W) or None, dweight (O, C/G, kh, kw),
+    dbias (O,) or None).
+    """
+    cols, wmat, (n, c, h, w), wshape, has_bias, stride, padding, dilation, groups, out_hw = cache
+    o, cg, kh, kw = wshape
+    d2 = _nhwc(dout).reshape(-1, o)  # (N*Ho*Wo, O)
+    dg = _group(d2, groups)  # (G, M, O/G)
+    dwmat = _grouped_matmul(cols.transpose(0, 2, 1), dg)  # (G, kh*kw*Cg, O/G)
+    dweight = dwmat.reshape(groups, kh, kw, cg, o // groups).transpose(0, 4, 3, 1, 2)
+    dweight = np.ascontiguousarray(dweight).reshape(o, cg, kh, kw)
+    dbias = _channel_sum(d2) if has_bias else None
+    dx = None
+    if need_input_grad:
+        dcols = _grouped_matmul(dg, wmat.transpose(0, 2, 1))  # (G, M, kh*kw*Cg)
+        ph, pw = padding
+        canvas = np.zeros((n, h + 2 * ph, w + 2 * pw, c), cols.dtype)
+        _scatter_columns(dcols, canvas, (kh, kw), stride, dilation, out_hw, groups)
+        dx_nhwc = canvas[:, ph:ph + h, pw:pw + w, :]
+        dx = _nchw_view(dx_nhwc)
+    return dx, dweight, dbias
+
+
+def conv_transpose2d_output_size(size, kernel, stride, padding, output_padding, dilation):
+    """Output length of a transposed convolution along one axis (torch's formula)."""
+    return (size - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1
+
+
+def conv_transpose2d_forward(x, weight, bias=None, stride=1, padding=0, output_padding=0,
+                             groups=1, dilation=1):
+    """Transposed convolution, torch.nn.functional.conv_transpose2d semantics.
+
+    x: (N, C, H, W); weight: (C, O/groups, kh, kw); bias: (O,) or None.
+    out: (N, O, Ho, Wo) with Ho = (H-1)*sh - 2*ph + dh*(kh-1) + oph + 1.
+    It is the input-gradient of conv2d: one matmul to columns, then col2im into the output.
+    """
+    stride, padding = pair(stride, "stride"), pair(padding, "padding")
+    output_padding, dilation = pair(output_padding, "output_padding"), pair(dilation, "dilation")
+    n, c, h, w = x.shape
+    c_w, og, kh, kw = weight.shape
+    if c != c_w or c % groups:
+        raise ModelError(
+            f"conv_transpose2d: input has {c} channel(s) but the weight {weight.shape} expects "
+            f"{c_w} (groups={groups})."
+        )
+    for axis in range(2):
+        if output_padding[axis] >= max(stride[axis], dilation[axis]):
+            raise ModelError(
+                f"conv_transpose2d: output_padding {output_padding} must be smaller than "
+                f"stride {stride} or dilation {dilation}."
+            )
+    o = og * groups
+    ho = conv_transpose2d_output_size(h, kh, stride[0], padding[0], output_padding[0], dilation[0])
+    wo = conv_transpose2d_output_size(w, kw, stride[1], padding[1], output_padding[1], dilation[1])
+    if ho < 1 or wo < 1:
+        raise ModelError(f"conv_transpose2d: output size would be {(ho, wo)} for input {(h, w)}.")
+    x2 = _nhwc(x).reshape(-1, c)
+    xg = _group(x2, groups)  # (G, M, Cg)
+    wmat = _transpose_weight_matrix(weight, groups)  # (G, Cg, kh*kw*Og)
+    cols = _grouped_matmul(xg, wmat)  # (G, M, kh*kw*Og)
+    # the full canvas covers every tap; padding crops it, output_padding extends the end
+    canvas_hw = (ho + 2 * padding[0], wo + 2 * padding[1])
+    canvas = np.zeros((n, canvas_hw[0], canvas_hw[1], o), x.dtype)
+    _scatter_columns(cols, canvas, (kh, kw), stride, dilation, (h, w), groups)
+    out = canvas[:, padding[0]:padding[0] + ho, padding[1]:padding[1] + wo, :]
+    out = out + bias if bias is not None else np.ascontiguousarray(out)
+    cache = (xg, wmat, (n, c, h, w), weight.shape, bias is not None, stride, padding, dilation,
+             groups, canvas_hw)
+    return _nchw_view(out), cache
+
+
+def _transpose_weight_matrix(weight, groups):
+    """(C, O/G, kh, kw) -> (G, C/G, kh*kw*O/G), columns in im2col order (kh, kw, O/G)."""
+    c, og, kh, kw = weight.shape
+    wg = weight.reshape(groups, c // groups, og, kh, kw).transpose(0, 1, 3, 4, 2)
+    return np.ascontiguousarray(wg).reshape(groups, c // groups, kh * kw * og)
+
+
+def conv_transpose2d_backward(dout, cache, need_input_grad=True):
+    """Gradients of `conv_transpose2d_forward`.
+
+    dout: (N, O, Ho, Wo). Returns (dx (N, C, H, W) or None, dweight (C, O/G, kh, kw),
+    dbias (O,) or None).
+    """
+    xg, wmat, (n, c, h, w), wshape, has_bias, stride, padding, dilation, groups, canvas_hw = cache
+    _, og, kh, kw = wshape
+    o = og * groups
+    dout_nhwc = _nhwc(dout)
+    dcanvas = _pad_nhwc(dout_nhwc, padding)
+    # output_padding rows/cols past the padded end received no taps: windows never read them
+    dcols = _gather_columns(dcanvas, (kh, kw), stride, dilation, (h, w), groups)  # (G, M, K)
+    dwmat = _grouped_matmul(xg.transpose(0, 2, 1), dcols)  # (G, Cg, kh*kw*Og)
+    dweight = dwmat.reshape(groups, c // groups, kh, kw, og).transpose(0, 1, 4, 2, 3)
+    dweight = np.ascontiguousarray(dweight).reshape(c, og, kh, kw)
+    dbias = _channel_sum(dout_nhwc.reshape(-1, o)) if has_bias else None
+    dx = None
+    if need_input_grad:
+        dx2 = _ungroup(_grouped_matmul(dcols, wmat.transpose(0, 2, 1)))  # (M, C)
+        dx = _nchw_view(dx2.reshape(n, h, w, c))
+    return dx, dweight, dbias
+
+
+# --------------------------------------------------------------------------------------------
+# linear, flatten
+
+
+def linear_forward(x, weight, bias=None):
+    """x: (N, in); weight: (out, in); bias: (out,) or None -> out: (N, out)."""
+    out = x @ weight.T
+    if bias is not None:
+        out += bias
+    return out, (x, weight, bias is not None)
+
+
+def linear_backward(dout, cache, need_input_grad=True):
+    """dout: (N, out) -> (dx (N, in) or None, dweight (out, in), dbias (out,) or None)."""
+    x, weight, has_bias = cache
+    dweight = dout.T @ x
+    dbias = _channel_sum(dout) if has_bias else None
+    dx = dout @ weight if need_input_grad else None
+    return dx, dweight, dbias
+
+
+def flatten_forward(x, start_dim=1):
+    """x: (N, ...) -> (N, prod(...)) in C (NCHW) order, like torch.flatten(x, 1)."""
+    out = np.ascontiguousarray(x).reshape(*x.shape[:start_dim], -1)
+    return out, x.shape
+
+
+def flatten_backward(dout, cache):
+    """dout: (N, prod(...)) -> (N, ...)."""
+    return dout.reshape(cache)
+
+
+# --------------------------------------------------------------------------------------------
+# pooling
+
+
+def _pool_geometry(x, kernel_size, stride, padding, dilation=1):
+    kernel = pair(kernel_size, "kernel_size")
+    stride = kernel if stride is None else pair(stride, "stride")
+    padding, dilation = pair(padding, "padding"), pair(dilation, "dilation")
+    for axis in range(2):
+        if padding[axis] * 2 > kernel[axis]:
+            raise ModelError(
+                f"pooling: padding {padding} must be at most half the kernel size {kernel}."
+            )
+    _, _, h, w = x.shape
+    ho = conv_output_size(h, kernel[0], stride[0], padding[0], dilation[0])
+    wo = conv_output_size(w, kernel[1], stride[1], padding[1], dilation[1])
+    if ho < 1 or wo < 1:
+        raise ModelError(
+            f"pooling: input of spatial size {(h, w)} is too small for kernel {kernel} with "
+            f"padding {padding} (output would be {(ho, wo)})."
+        )
+    return kernel, stride, padding, dilation, (ho, wo)
+
+
+def max_pool2d_forward(x, kernel_size, stride=None, padding=0, dilation=1):
+    """Max pooling, torch semantics (floor mode, -inf padding).
+
+    x: (N, C, H, W) -> out: (N, C, Ho, Wo). The max is a running `np.maximum` over the kh*kw
+    strided views of the input (one per kernel tap), far faster than reshape + max.
+    """
+    kernel, stride, padding, dilation, out_hw = _pool_geometry(x, kernel_size, stride, padding,
+                                                               dilation)
+    xp = _pad_nhwc(_nhwc(x), padding, fill=-np.inf)
+    taps = [xp[(slice(None),) + _window_slice(a, b, stride, dilation, out_hw)]
+            for a in range(kernel[0]) for b in range(kernel[1])]
+    out = np.maximum(taps[0], taps[1]) if len(taps) > 1 else taps[0].copy()
+    for tap in taps[2:]:
+        np.maximum(out, tap, out=out)
+    return _nchw_view(out), (xp, out, x.shape, kernel, stride, padding, dilation, out_hw)
+
+
+def max_pool2d_backward(dout, cache):
+    """dout: (N, C, Ho, Wo) -> dx: (N, C, H, W).
+
+    Each output's gradient goes to the first input in its window (row-major tap order) that
+    equals the max, like torch's CPU kernel, so ties are routed identically.
+    """
+    xp, out, (n, c, h, w), kernel, stride, padding, dilation, out_hw = cache
+    dout_nhwc = _nhwc(dout)
+    dxp = np.zeros(xp.shape, dout_nhwc.dtype)
+    overlapping = any(stride[i] < (kernel[i] - 1) * dilation[i] + 1 for i in range(2))
+    taken = np.zeros(out.shape, bool)
+    for a in range(kernel[0]):
+        for b in range(kernel[1]):
+            window = (slice(None),) + _window_slice(a, b, stride, dilation, out_hw)
+            hit = xp[window] == out
+            hit &= ~taken
+            taken |= hit
+            if overlapping:
+                dxp[window] += dout_nhwc * hit
+            else:
+                np.multiply(dout_nhwc, hit, out=dxp[window])
+    ph, pw = padding
+    return _nchw_view(dxp[:, ph:ph + h, pw:pw + w, :])
+
+
+def avg_pool2d_forward(x, kernel_size, stride=None, padding=0, count_include_pad=True):
+    """Average pooling, torch semantics (floor mode, zero padding).
+
+    x: (N, C, H, W) -> out: (N, C, Ho, Wo). With count_include_pad=False a window's divisor
+    is the number of real (unpadded) inputs in it.
+    """
+    kernel, stride, padding, dilation, out_hw = _pool_geometry(x, kernel_size, stride, padding)
+    xp = _pad_nhwc(_nhwc(x), padding)
+    out = None
+    for a in range(kernel[0]):
+        for b in range(kernel[1]):
+            tap = xp[(slice(None),) + _window_slice(a, b, stride, dilation, out_hw)]
+            out = tap.copy() if out is None else np.add(out, tap, out=out)
+    divisor = _avg_divisor(x.shape[2:], kernel, stride, padding, out_hw, count_include_pad,
+                           x.dtype)
+    out /= divisor
+    return _nchw_view(out), (x.shape, kernel, stride, padding, out_hw, divisor)
+
+
+def _avg_divisor(hw, kernel, stride, padding, out_hw, count_include_pad, dtype):
+    """Scalar kh*kw, or a (1, Ho, Wo, 1) count of unpadded inputs per window."""
+    if count_include_pad or padding == (0, 0):
+        return dtype.type(kernel[0] * kernel[1])
+    counts = []
+    for axis in range(2):
+        starts = np.arange(out_hw[axis]) * stride[axis] - padding[axis]
+        ends = np.minimum(starts + kernel[axis], hw[axis])
+        counts.append(ends - np.maximum(starts, 0))
+    return np.multiply.outer(counts[0], counts[1]).astype(dtype)[None, :, :, None]
+
+
+def avg_pool2d_backward(dout, cache):
+    """dout: (N, C, Ho, Wo) -> dx: (N, C, H, W): each output spreads its gradient evenly."""
+    (n, c, h, w), kernel, stride, padding, out_hw, divisor = cache
+    share = _nhwc(dout) / divisor
+    dxp = np.zeros((n, h + 2 * padding[0], w + 2 * padding[1], c), share.dtype)
+    for a in range(kernel[0]):
+        for b in range(kernel[1]):
+            dxp[(slice(None),) + _window_slice(a, b, stride, (1, 1), out_hw)] += share
+    ph, pw = padding
+    return _nchw_view(dxp[:, ph:ph + h, pw:pw + w, :])
+
+
+def adaptive_bins(size: int, out_size: int) -> list[tuple[int, int]]:
+    """torch's adaptive pooling bins: [floor(i*size/out), ceil((i+1)*size/out)) for each i."""
+    return [((i * size) // out_size, -((-(i + 1) * size) // out_size)) for i in range(out_size)]
+
+
+def adaptive_avg_pool2d_forward(x, output_size):
+    """x: (N, C, H, W) -> out: (N, C, Ho, Wo); bins may overlap when H is not a multiple."""
+    n, c, h, w = x.shape
+    if isinstance(output_size, (int, np.integer)) or output_size is None:
+        output_size = (output_size, output_size)
+    ho, wo = (h if output_size[0] is None else int(output_size[0]),
+              w if output_size[1] is None else int(output_size[1]))
+    rows, cols = adaptive_bins(h, ho), adaptive_bins(w, wo)
+    out = np.empty((n, c, ho, wo), x.dtype)
+    for i, (r0, r1) in enumerate(rows):
+        for j, (c0, c1) in enumerate(cols):
+            out[:, :, i, j] = x[:, :, r0:r1, c0:c1].mean(axis=(2, 3))
+    return out, (x.shape, rows, cols)
+
+
+def adaptive_avg_pool2d_backward(dout, cache):
+    """dout: (N, C, Ho, Wo) -> dx: (N, C, H, W)."""
+    shape, rows, cols = cache
+    dx = np.zeros(shape, dout.dtype)
+    for i, (r0, r1) in enumerate(rows):
+        for j, (c0, c1) in enumerate(cols):
+            share = dout[:, :, i, j] / ((r1 - r0) * (c1 - c0))
+            dx[:, :, r0:r1, c0:c1] += share[:, :, None, None]
+    return dx
+
+
+def _round_half_away(value: float) -> int:
+    """C's round(): halves go away from zero (numpy rounds them to even)."""
+    return int(math.floor(value + 0.5)) if value >= 0 else -int(math.floor(-value + 0.5))
+
+
+def roi_pool_forward(x, rois, output_size, spatial_scale=1.0):
+    """Region-of-interest max pooling with torchvision.ops.roi_pool semantics.
+
+    x: (N, C, H, W); rois: (K, 5) rows [batch_index, x1, y1, x2, y2] in input coordinates,
+    scaled by spatial_scale and rounded (half away from zero) to feature-map cells.
+    out: (K, C, ph, pw); an empty bin is 0 and passes no gradient.
+    """
+    ph, pw = pair(output_size, "output_size")
+    n, c, h, w = x.shape
+    rois = np.asarray(rois)
+    if rois.ndim != 2 or rois.shape[1] != 5:
+        raise ModelError(f"roi_pool: rois must have shape (K, 5); got {rois.shape}.")
+    scale = x.dtype.type(spatial_scale)
+    out = np.zeros((len(rois), c, ph, pw), x.dtype)
+    argmax = np.full((len(rois), c, ph, pw), -1, np.int64)  # flat index into H*W
+    for k, roi in enumerate(rois.astype(x.dtype)):
+        b = int(roi[0])
+        if not 0 <= b < n:
+            raise ModelError(f"roi_pool: roi {k} has batch index {b}; the batch has {n} images.")
+        x0, y0, x1, y1 = (_round_half_away(float(v * scale)) for v in roi[1:])
+        bin_h = x.dtype.type(max(y1 - y0 + 1, 1)) / x.dtype.type(ph)
+        bin_w = x.dtype.type(max(x1 - x0 + 1, 1)) / x.dtype.type(pw)
+        plane = x[b].reshape(c, h * w)
+        for i in range(ph):
+            hs = min(max(int(math.floor(i * bin_h)) + y0, 0), h)
+            he = min(max(int(math.ceil((i + 1) * bin_h)) + y0, 0), h)
+            for j in range(pw):
+                ws = min(max(int(math.floor(j * bin_w)) + x0, 0), w)
+                we = min(max(int(math.ceil((j + 1) * bin_w)) + x0, 0), w)
+                if he <= hs or we <= ws:
+                    continue
+                flat = (np.arange(hs, he)[:, None] * w + np.arange(ws, we)[None, :]).ravel()
+                region = plane[:, flat]
+                first = region.argmax(axis=1)  # first max in row-major order, as torchvision
+                argmax[k, :, i, j] = flat[first]
+                out[k, :, i, j] = region[np.arange(c), first]
+    return out, (x.shape, rois[:, 0].astype(np.int64), argmax)
+
+
+def roi_pool_backward(dout, cache):
+    """dout: (K, C, ph, pw) -> dx: (N, C, H, W); each bin's gradient goes to its argmax."""
+    (n, c, h, w), batch_index, argmax = cache
+    dx = np.zeros((n, c, h * w), dout.dtype)
+    k, _, ph, pw = argmax.shape
+    valid = argmax >= 0
+    kk, cc, _, _ = np.nonzero(valid)
+    np.add.at(dx, (batch_index[kk], cc, argmax[valid]), dout[valid])
+    return dx.reshape(n, c, h, w)
+
+
+# --------------------------------------------------------------------------------------------
+# batch norm
+
+
+def _channels_matrix(x):
+    """(N, C) or (N, C, H, W) -> (rows, C) matrix over the same memory, and a function back."""
+    if x.ndim == 2:
+        return np.ascontiguousarray(x), lambda y: y
+    x_nhwc = _nhwc(x)
+    shape = x_nhwc.shape
+    return x_nhwc.reshape(-1, shape[3]), lambda y: _nchw_view(y.reshape(shape))
+
+
+def batchnorm_forward(x, gamma, beta, running_mean, running_var, num_batches_tracked=None,
+                      training=True, momentum=0.1, eps=1e-5):
+    """Batch normalisation over N (and H, W), torch.nn.BatchNorm1d/2d semantics.
+
+    x: (N, C) or (N, C, H, W); gamma, beta, running_mean, running_var: (C,).
+    Training normalises with the batch mean and biased variance and updates the running
+    statistics in place with the *unbiased* variance (M/(M-1)), as torch does; `momentum=None`
+    means a cumulative average (uses and increments `num_batches_tracked`, a 0-d int array).
+    Eval normalises with the running statistics. Returns (out like x, cache).
+    """
+    x2, back = _channels_matrix(x)
+    m = x2.shape[0]
+    if training:
+        if m < 2:
+            raise ModelError(
+                f"batchnorm: training needs more than one value per channel; got input shape "
+                f"{x.shape}. Use a batch of at least 2 or call eval()."
+            )
+        mean = _channel_sum(x2) / m
+        centered = x2 - mean
+        var = _channel_sum(centered * centered) / m
+        inv_std = 1.0 / np.sqrt(var + eps)
+        if num_batches_tracked is not None:
+            num_batches_tracked += 1
+        if running_mean is not None:
+            factor = momentum if momentum is not None else 1.0 / float(num_batches_tracked)
+            running_mean *= 1 - factor
+            running_mean += factor * mean
+            running_var *= 1 - factor
+            running_var += factor * var * (m / (m - 1))
+        xhat = np.multiply(centered, inv_std, out=centered)
+    else:
+        inv_std = 1.0 / np.sqrt(running_var + eps)
+        xhat = (x2 - running_mean) * inv_std
+    out = xhat * gamma
+    out += beta
+    return back(out), (xhat, gamma, inv_std.astype(x2.dtype, copy=False), training, x.shape)
+
+
+def batchnorm_backward(dout, cache):
+    """dout like x -> (dx like x, dgamma (C,), dbeta (C,))."""
+    xhat, gamma, inv_std, training, shape = cache
+    d2, back = _channels_matrix(dout)
+    m = d2.shape[0]
+    dbeta = _channel_sum(d2)
+    dgamma = _channel_sum(d2 * xhat)
+    if training:
+        # dx = gamma/sigma * (dout - mean(dout) - xhat * mean(dout * xhat))
+        dx = xhat * (dgamma / m)
+        np.subtract(d2, dx, out=dx)
+        dx -= dbeta / m
+        dx *= gamma * inv_std
+    else:
+        dx = d2 * (gamma * inv_std)
+    return back(dx), dgamma, dbeta
+
+
+# --------------------------------------------------------------------------------------------
+# dropout and activations
+
+
+def dropout_forward(x, p, training=True, rng=None):
+    """Inverted dropout: zero each input with probability p and scale the rest by 1/(1-p).
+
+    x: any shape. In eval (or p == 0) it is the identity. rng: a numpy Generator.
+    """
+    if not training or p == 0:
+        return x, None
+    if p >= 1:
+        return np.zeros_like(x), np.zeros_like(x)
+    keep = rng.random(x.shape, dtype=np.float32 if x.dtype == np.float32 else np.float64) >= p
+    mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - p))
+    return x * mask, mask
+
+
+def dropout_backward(dout, cache):
+    return dout if cache is None else dout * cache
+
+
+def relu_forward(x):
+    """Elementwise max(x, 0); any shape."""
+    out = np.maximum(x, 0)
+    return out, out
+
+
+def relu_backward(dout, cache):
+    """The gradient passes where the output is positive (torch's rule)."""
+    return dout * (cache > 0)
+
+
+def leaky_relu_forward(x, negative_slope=0.01):
+    """Elementwise x if x > 0 else slope*x; `np.maximum(x, a*x)` is the fast form for 0<=a<=1."""
+    if 0 <= negative_slope <= 1:
+        out = np.multiply(x, x.dtype.type(negative_slope))
+        np.maximum(x, out, out=out)
+    else:
+        out = np.where(x > 0, x, x * negative_slope)
+    return out, (x, negative_slope)
+
+
+def leaky_relu_backward(dout, cache):
+    """dx = dout where x > 0, slope*dout elsewhere."""
+    x, slope = cache
+    dx = np.multiply(dout, dout.dtype.type(slope))
+    np.copyto(dx, dout, where=x > 0)
+    return dx
+
+
+def sigmoid_forward(x):
+    """1 / (1 + exp(-x)), computed without overflow for large |x|."""
+    e = np.exp(-np.abs(x))
+    out = np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+    return out, out
+
+
+def sigmoid_backward(dout, cache):
+    return dout * cache * (1 - cache)
+
+
+def tanh_forward(x):
+    out = np.tanh(x)
+    return out, out
+
+
+def tanh_backward(dout, cache):
+    return dout * (1 - cache * cache)
