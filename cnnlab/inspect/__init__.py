@@ -1,33 +1,16 @@
 """Inspection: model summaries (params, MACs/FLOPs, memory), diagrams, run plots, predictions.
 
-Imported lazily: matplotlib loads only when a plot or diagram is asked for.
+matplotlib and Pillow load only when a figure or an image file is made, so importing this
+package stays cheap.
 """
 
-from __future__ import annotations
+from cnnlab.inspect.diagram import diagram
+from cnnlab.inspect.plots import confusion, curves, plot_run, predictions
+from cnnlab.inspect.predict import Predictions, csv_text, predict, write_csv
+from cnnlab.inspect.stats import LayerStats, Summary
+from cnnlab.inspect.summary import summary
 
-import importlib
-
-_EXPORTS = {
-    "summary": ("cnnlab.inspect.summary", "summary"),
-    "Summary": ("cnnlab.inspect.stats", "Summary"),
-    "LayerStats": ("cnnlab.inspect.stats", "LayerStats"),
-    "diagram": ("cnnlab.inspect.diagram", "diagram"),
-    "curves": ("cnnlab.inspect.plots", "curves"),
-    "confusion": ("cnnlab.inspect.plots", "confusion"),
-    "predictions": ("cnnlab.inspect.plots", "predictions"),
-    "plot_run": ("cnnlab.inspect.plots", "plot_run"),
-    "predict": ("cnnlab.inspect.predict", "predict"),
-    "Predictions": ("cnnlab.inspect.predict", "Predictions"),
-    "write_csv": ("cnnlab.inspect.predict", "write_csv"),
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        module, attr = _EXPORTS[name]
-        value = getattr(importlib.import_module(module), attr)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'cnnlab.inspect' has no attribute {name!r}")
+__all__ = [
+    "LayerStats", "Predictions", "Summary", "confusion", "csv_text", "curves", "diagram",
+    "plot_run", "predict", "predictions", "summary", "write_csv",
+]

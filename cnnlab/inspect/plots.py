@@ -1,0 +1,219 @@
+"""Figures from a run folder: learning curves, confusion matrix, prediction grid.
+
+Each function returns a `matplotlib.figure.Figure` built without pyplot, so no global figure
+state accumulates when a study plots hundreds of runs, and no interactive backend is needed;
+notebooks still display the returned figure inline. `plot_run` evaluates the test set once and
+shares the predictions between the confusion matrix and the prediction grid.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cnnlab.errors import CnnlabError, DataError
+from cnnlab.utils import atomic_path
+
+PLOT_FILES = ("curves.png", "confusion.png", "predictions.png")
+CORRECT_COLOUR, MISTAKE_COLOUR = "#1a7f37", "#cf222e"
+
+
+@dataclass(frozen=True)
+class TestOutputs:
+    """The test images with the model's class probabilities for them."""
+
+    images: np.ndarray  # uint8 (N, C, H, W)
+    labels: np.ndarray  # int64 (N,)
+    probs: np.ndarray  # float (N, K)
+    classes: tuple
+
+    @property
+    def predicted(self) -> np.ndarray:
+        return self.probs.argmax(axis=1)
+
+    @property
+    def confidence(self) -> np.ndarray:
+        return self.probs.max(axis=1)
+
+
+def load_run(run):
+    """A Run object from a Run or a run folder path."""
+    if isinstance(run, (str, Path)):
+        from cnnlab.training import Run
+
+        return Run.load(run)
+    return run
+
+
+def test_outputs(run) -> TestOutputs:
+    """Predict the run's test set once (best checkpoint)."""
+    run = load_run(run)
+    data = run.test_data()
+    if len(data.labels) == 0:
+        raise DataError(f"The test set of run {getattr(run, 'path', run)} is empty; nothing to plot.")
+    probs = np.asarray(run.predict(data.images), dtype=np.float64)
+    return TestOutputs(np.asarray(data.images), np.asarray(data.labels), probs, tuple(data.classes))
+
+
+def _new_figure(width: float, height: float):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+
+
+def _series(metrics: list[dict], key: str) -> np.ndarray:
+    """A metric column as floats; missing or empty cells become NaN (e.g. no validation split)."""
+    values = []
+    for row in metrics:
+        value = row.get(key)
+        values.append(float(value) if value not in (None, "") else math.nan)
+    return np.asarray(values, dtype=float)
+
+
+def curves(run):
+    """Loss and accuracy per epoch, train against val, best epoch marked; LR in a small panel."""
+    run = load_run(run)
+    metrics = list(run.metrics)
+    if not metrics:
+        raise CnnlabError(f"Run {getattr(run, 'path', '')} has no metrics yet (metrics.csv is empty).")
+    epochs = np.asarray([int(row["epoch"]) for row in metrics])
+    best = (run.result or {}).get("best_epoch")
+    fig = _new_figure(10, 5.2)
+    grid = fig.add_gridspec(2, 2, height_ratios=(3, 1))
+    loss_ax, acc_ax = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1])
+    lr_ax = fig.add_subplot(grid[1, :], sharex=loss_ax)
+    for ax, metric, title in ((loss_ax, "loss", "Loss"), (acc_ax, "acc", "Accuracy")):
+        for split, style in (("train", "-o"), ("val", "-s")):
+            values = _series(metrics, f"{split}_{metric}")
+            if metric == "acc":
+                values = values * 100
+            if not np.all(np.isnan(values)):
+                ax.plot(epochs, values, style, markersize=3, label=split)
+        if best is not None:
+            ax.axvline(int(best), color="grey", linestyle="--", linewidth=1, label=f"best epoch {int(best)}")
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("%" if metric == "acc" else "cross-entropy")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    lr_ax.plot(epochs, _series(metrics, "lr"), "-", color="tab:purple")
+    lr_ax.set_ylabel("learning rate")
+    lr_ax.set_xlabel("epoch")
+    lr_ax.grid(alpha=0.3)
+    lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+    status = (run.result or {}).get("status")
+    name = Path(getattr(run, "path", "")).name or "run"
+    fig.suptitle(f"Learning curves: {name}" + (f" ({status})" if status and status != "completed" else ""))
+    return fig
+
+
+def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
+    """Counts: rows are true classes, columns predicted classes."""
+    counts = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(counts, (labels, predicted), 1)
+    return counts
+
+
+def confusion(run, outputs: TestOutputs | None = None):
+    """Normalised (per true class) confusion matrix on the test set, with per-class accuracy."""
+    outputs = outputs or test_outputs(run)
+    classes = outputs.classes
+    k = len(classes)
+    counts = confusion_matrix(outputs.labels, outputs.predicted, k)
+    totals = counts.sum(axis=1, keepdims=True)
+    rates = np.divide(counts, totals, out=np.zeros(counts.shape, dtype=float), where=totals > 0)
+    size = min(max(4.5, 0.55 * k + 2.5), 16)
+    fig = _new_figure(size + 1.2, size)
+    ax = fig.add_subplot(1, 1, 1)
+    image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, shrink=0.8, label="fraction of the true class")
+    if k <= 20:  # cell labels become unreadable beyond this
+        for i in range(k):
+            for j in range(k):
+                if counts[i, j]:
+                    colour = "white" if rates[i, j] > 0.5 else "black"
+                    ax.text(j, i, f"{rates[i, j]:.2f}", ha="center", va="center", fontsize=7, color=colour)
+    per_class = np.diag(rates)
+    ax.set_xticks(range(k), [str(c) for c in classes], rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(k), [f"{c} ({acc:.0%})" for c, acc in zip(classes, per_class)], fontsize=8)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class (per-class accuracy)")
+    accuracy = float(np.mean(outputs.predicted == outputs.labels))
+    ax.set_title(f"Confusion matrix, test set: {len(outputs.labels):,} images, accuracy {accuracy:.2%}")
+    return fig
+
+
+def _choose(outputs: TestOutputs, n: int, mistakes_only: bool) -> np.ndarray:
+    """Indices to show: the most confident mistakes, or a fixed random sample of the test set."""
+    if mistakes_only:
+        wrong = np.flatnonzero(outputs.predicted != outputs.labels)
+        order = np.argsort(-outputs.confidence[wrong], kind="stable")
+        return wrong[order][:n]
+    rng = np.random.default_rng(0)  # the same images every time, so runs can be compared
+    count = min(n, len(outputs.labels))
+    return np.sort(rng.choice(len(outputs.labels), size=count, replace=False))
+
+
+def _as_display(image: np.ndarray) -> tuple[np.ndarray, str | None]:
+    """(C, H, W) uint8 -> what imshow wants: (H, W) greyscale or (H, W, 3)."""
+    if image.shape[0] == 1:
+        return image[0], "gray"
+    return np.transpose(image[:3], (1, 2, 0)), None
+
+
+def predictions(run, n: int = 25, mistakes_only: bool = False, outputs: TestOutputs | None = None):
+    """A grid of test images with predicted and true class and confidence; mistakes in red.
+
+    `mistakes_only` shows the most confident mistakes instead of a fixed sample.
+    """
+    if n < 1:
+        raise CnnlabError(f"predictions(n={n}): n must be at least 1.")
+    outputs = outputs or test_outputs(run)
+    chosen = _choose(outputs, n, mistakes_only)
+    cols = max(1, math.ceil(math.sqrt(max(len(chosen), 1))))
+    rows = max(1, math.ceil(len(chosen) / cols))
+    fig = _new_figure(1.9 * cols, 2.15 * rows + 0.4)
+    classes = outputs.classes
+    for slot, index in enumerate(chosen):
+        ax = fig.add_subplot(rows, cols, slot + 1)
+        pixels, cmap = _as_display(outputs.images[index])
+        ax.imshow(pixels, cmap=cmap, vmin=0, vmax=255, interpolation="nearest")
+        pred, true = int(outputs.predicted[index]), int(outputs.labels[index])
+        colour = CORRECT_COLOUR if pred == true else MISTAKE_COLOUR
+        ax.set_title(f"{classes[pred]} {outputs.confidence[index]:.0%}\ntrue: {classes[true]}",
+                     fontsize=8, color=colour)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_edgecolor(colour)
+            spine.set_linewidth(1 if pred == true else 3)
+    wrong = int(np.sum(outputs.predicted[chosen] != outputs.labels[chosen]))
+    if mistakes_only:
+        title = f"Most confident mistakes ({len(chosen)} of {int(np.sum(outputs.predicted != outputs.labels)):,})"
+        if not len(chosen):
+            title = "No mistakes on the test set"
+    else:
+        title = f"Test predictions: {len(chosen)} images, {wrong} mistake(s) in red"
+    fig.suptitle(title + "\npredicted class, confidence / true class", fontsize=10)
+    return fig
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    """Write a figure atomically; the format follows the file suffix (png, svg, pdf)."""
+    path = Path(path)
+    fmt = path.suffix.lstrip(".").lower() or "png"
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=fmt, dpi=fig.dpi)
+    return path
+
+
+def plot_run(run_dir, mistakes_only: bool = False) -> list[Path]:
+    """Write curves.png, confusion.png and predictions.png into the run folder."""
+    run = load_run(run_dir)
+    folder = Path(getattr(run, "path", run_dir))
+    outputs = test_outputs(run)
+    figures = (curves(run), confusion(run, outputs), predictions(run, mistakes_only=mistakes_only, outputs=outputs))
+    return [save_figure(fig, folder / name) for fig, name in zip(figures, PLOT_FILES)]

@@ -1,0 +1,6 @@
+"""Figures from a run folder: `curves`, `confusion`, `predictions` return matplotlib figures;
+`plot_run(run_dir)` writes curves.png, confusion.png and predictions.png into the folder."""
+
+from cnnlab.inspect.plots import confusion, curves, plot_run, predictions
+
+__all__ = ["confusion", "curves", "plot_run", "predictions"]
