@@ -1,0 +1,20 @@
+"""Studies: a grid of settings x seeds, run in parallel, compared with statistics, written up.
+
+    >>> from cnnlab.study import run_study, report
+    >>> outcome = run_study("examples/bn_and_depth.yaml", profile="quick", jobs=2)
+    >>> report(outcome.study_dir)        # studies/bn_and_depth-quick/report.html (+ report.md)
+
+`stats` (Welch's t-test, CIs) and `diagnostics` (overfitting, oscillation, plateau, underfitting,
+divergence) are plain functions usable on their own.
+"""
+
+from cnnlab.study import diagnostics, stats
+from cnnlab.study.report import compare, report
+from cnnlab.study.results import aggregate
+from cnnlab.study.runner import StudyOutcome, run_study
+from cnnlab.study.spec import RunSpec, Study, expand, load_study, parse_study
+
+__all__ = [
+    "RunSpec", "Study", "StudyOutcome", "aggregate", "compare", "diagnostics", "expand", "load_study",
+    "parse_study", "report", "run_study", "stats",
+]

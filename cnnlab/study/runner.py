@@ -1,0 +1,375 @@
+"""Running a study: every (variant, seed) as an ordinary run folder, in parallel processes.
+
+The parent process plans the runs, starts at most `jobs` worker processes (spawn context, one
+per run, so a crash or a leak in one run cannot touch the others), and is the only writer of
+`study.json`. Threads are split between jobs so that jobs x threads <= cores. This module
+reports progress through a callback and never prints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import multiprocessing
+import os
+import time
+import traceback
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait as wait_for
+from pathlib import Path
+from typing import Callable
+
+from cnnlab.errors import CnnlabError
+from cnnlab.study.spec import RunSpec, Study, expand, load_study
+from cnnlab.study.store import STATE_FILE, STATE_FORMAT
+from cnnlab.utils import atomic_path, read_json, write_json
+
+BACKENDS = ("local", "ray")
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+WORKER_LOG = "study.log"
+MAX_ERROR_CHARS = 4000
+
+# status of a run in study.json; "completed" runs are skipped when the study is re-invoked
+DONE, FAILED, DIVERGED, INTERRUPTED, PENDING = "completed", "failed", "diverged", "interrupted", "pending"
+
+TrainFn = Callable[[dict, str, str], "str | os.PathLike"]
+
+
+def train_with_cnnlab(config: dict, out: str, name: str) -> Path:
+    """The default train function: `cnnlab.training.train` on the validated config."""
+    from cnnlab.config import load_config
+    from cnnlab.training import train
+
+    return Path(train(load_config(config), out=out, name=name).path)
+
+
+@dataclass(frozen=True)
+class Task:
+    """What a worker needs to do one run; plain, picklable data."""
+
+    key: str
+    config: dict
+    out: str  # <study_dir>/runs/<slug>; train() makes <out>/<name>/v<N>
+    name: str  # seed<k>
+    threads: int
+    train_fn: TrainFn = train_with_cnnlab
+    capture_output: bool = True  # redirect the worker's stdout/stderr into <out>/<name>/study.log
+
+
+def _set_threads(threads: int) -> None:
+    for var in THREAD_ENV:
+        os.environ[var] = str(threads)
+    with contextlib.suppress(ImportError):
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def _output_to(log_path: Path):
+    """Send this process's stdout and stderr (file descriptors 1 and 2) to `log_path`,
+    written to a temporary file that is renamed into place at the end."""
+    import sys
+
+    with atomic_path(log_path) as tmp, open(tmp, "w", encoding="utf-8") as log:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        saved = os.dup(1), os.dup(2)
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield log
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def _outcome_from_run(run_path: Path) -> dict:
+    result_file = run_path / "result.json"
+    if not result_file.is_file():
+        return {"status": FAILED, "error": f"the run finished without writing {result_file}"}
+    result = read_json(result_file)
+    status = str(result.get("status", FAILED))
+    outcome = {"status": status if status in (DONE, DIVERGED, INTERRUPTED) else FAILED,
+               "test_acc": result.get("test_acc")}
+    if result.get("error"):
+        outcome["error"] = str(result["error"])[:MAX_ERROR_CHARS]
+    elif status == DIVERGED:
+        outcome["error"] = "the loss diverged (NaN or exploding)"
+    return outcome
+
+
+def execute(task: Task) -> dict:
+    """Run one task in this process and return its outcome; never raises for a failed run."""
+    _set_threads(task.threads)
+    config = {**task.config, "train": {**task.config.get("train", {}), "threads": task.threads}}
+    log_path = Path(task.out) / task.name / WORKER_LOG
+    start = time.perf_counter()
+    outcome: dict
+    with _output_to(log_path) if task.capture_output else contextlib.nullcontext():
+        try:
+            run_path = Path(task.train_fn(config, task.out, task.name))
+            outcome = {"path": str(run_path), **_outcome_from_run(run_path)}
+        except Exception as err:  # any crash of one run is recorded; the study goes on
+            traceback.print_exc()
+            outcome = {"status": FAILED, "error": f"{type(err).__name__}: {err}"[:MAX_ERROR_CHARS]}
+    outcome["wall_s"] = round(time.perf_counter() - start, 3)
+    if task.capture_output:
+        outcome["log"] = str(log_path)
+    return outcome
+
+
+def _worker_main(task: Task, conn) -> None:
+    """Entry point of a spawned worker: run the task and send its outcome to the parent."""
+    try:
+        outcome = execute(task)
+    except BaseException as err:  # e.g. KeyboardInterrupt: still tell the parent what happened
+        outcome = {"status": INTERRUPTED if isinstance(err, KeyboardInterrupt) else FAILED,
+                   "error": f"{type(err).__name__}: {err}"[:MAX_ERROR_CHARS]}
+    conn.send(outcome)
+    conn.close()
+
+
+# --- the plan and its state ---------------------------------------------------------------------
+
+
+@dataclass
+class StudyOutcome:
+    """What `run_study` did: the plan, and which runs were skipped, completed or failed."""
+
+    study: Study
+    study_dir: Path
+    runs: list[RunSpec]
+    skipped: list[str] = field(default_factory=list)
+    completed: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    dry_run: bool = False
+    jobs: int = 1
+    threads: int = 1
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def default_study_dir(study: Study, out: str | os.PathLike | None) -> Path:
+    """`<out>/<study name>[-<profile>]`, so a quick profile never mixes with the full study."""
+    folder = study.name + (f"-{study.profile}" if study.profile else "")
+    return Path(out if out is not None else "studies") / folder
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _initial_state(study: Study, specs: list[RunSpec], previous: dict | None) -> dict:
+    old_runs = (previous or {}).get("runs", {})
+    runs = {}
+    for spec in specs:
+        entry = {"variant": spec.variant, "slug": spec.slug, "seed": spec.seed,
+                 "fingerprint": spec.fingerprint, "status": PENDING, "matched": spec.matched}
+        old = old_runs.get(spec.key)
+        if old and old.get("fingerprint") == spec.fingerprint:
+            entry.update({k: old[k] for k in ("status", "path", "error", "log", "wall_s") if k in old})
+        runs[spec.key] = entry
+    return {
+        "format": STATE_FORMAT, "name": study.name, "description": study.description,
+        "source": study.source, "profile": study.profile, "baseline": study.baseline,
+        "match_params": study.match_params, "base": study.base, "seeds": list(study.seeds),
+        "variants": [{"name": v.name, "slug": v.slug, "changes": v.changes} for v in study.variants],
+        "created": (previous or {}).get("created", _now()), "updated": _now(), "runs": runs,
+    }
+
+
+def _is_done(entry: dict, study_dir: Path) -> bool:
+    """Completed before, with the same config, and its result still on disk."""
+    if entry.get("status") != DONE or not entry.get("path"):
+        return False
+    result = study_dir / entry["path"] / "result.json"
+    return result.is_file() and read_json(result).get("status") == DONE
+
+
+def _split_threads(jobs: int) -> int:
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
+# --- backends -------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _thread_env(threads: int):
+    """Thread limits in the environment a spawned worker inherits (read before torch loads)."""
+    saved = {var: os.environ.get(var) for var in THREAD_ENV}
+    os.environ.update({var: str(threads) for var in THREAD_ENV})
+    try:
+        yield
+    finally:
+        for var, value in saved.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
+
+
+def _run_local(tasks: list[Task], jobs: int, on_start, on_done) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    pending = list(tasks)
+    running: dict = {}  # sentinel -> (process, parent end of the pipe, task)
+    try:
+        while pending or running:
+            while pending and len(running) < jobs:
+                task = pending.pop(0)
+                receiver, sender = ctx.Pipe(duplex=False)
+                proc = ctx.Process(target=_worker_main, args=(task, sender), name=f"cnnlab-study-{task.key}")
+                with _thread_env(task.threads):
+                    proc.start()
+                sender.close()
+                running[proc.sentinel] = (proc, receiver, task)
+                on_start(task)
+            for sentinel in wait_for(list(running)):
+                proc, receiver, task = running.pop(sentinel)
+                outcome = None
+                with contextlib.suppress(EOFError, OSError):
+                    if receiver.poll():
+                        outcome = receiver.recv()
+                proc.join()
+                receiver.close()
+                if outcome is None:
+                    outcome = {"status": FAILED,
+                               "error": f"the worker process died with exit code {proc.exitcode} "
+                                        "before reporting (out of memory or a crash in native code?)"}
+                on_done(task, outcome)
+    finally:
+        for proc, receiver, task in running.values():  # only after an interrupt or an error
+            proc.terminate()
+            proc.join(timeout=10)
+            receiver.close()
+            on_done(task, {"status": INTERRUPTED, "error": "the study was interrupted"})
+
+
+def _run_ray(tasks: list[Task], jobs: int, address: str | None, on_start, on_done) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise CnnlabError(
+            "The 'ray' backend needs Ray, which is not installed in this Python environment. "
+            "Install the optional extra with `pip install 'cnnlab[ray]'` (or `pip install ray`), "
+            "or run with `--backend local`."
+        ) from None
+    import cnnlab
+
+    threads = tasks[0].threads if tasks else 1
+    try:
+        # py_modules ships this cnnlab to the workers, so a cluster need not have it installed
+        ray.init(address=address, runtime_env={"py_modules": [cnnlab]},
+                 include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    except (ConnectionError, ValueError, RuntimeError) as err:
+        raise CnnlabError(f"Cannot connect to Ray at address {address!r}: {err}") from None
+    remote = ray.remote(num_cpus=threads, max_retries=0)(execute).options(
+        runtime_env={"env_vars": {var: str(threads) for var in THREAD_ENV}})
+    pending = list(tasks)
+    running: dict = {}
+    try:
+        while pending or running:
+            while pending and len(running) < jobs:
+                task = pending.pop(0)
+                running[remote.remote(task)] = task
+                on_start(task)
+            ready, _ = ray.wait(list(running), num_returns=1)
+            task = running.pop(ready[0])
+            try:
+                outcome = ray.get(ready[0])
+            except ray.exceptions.RayError as err:
+                outcome = {"status": FAILED, "error": f"Ray task failed: {err}"[:MAX_ERROR_CHARS]}
+            on_done(task, outcome)
+    finally:
+        for ref, task in running.items():
+            ray.cancel(ref, force=True)
+            on_done(task, {"status": INTERRUPTED, "error": "the study was interrupted"})
+        ray.shutdown()
+
+
+# --- the entry point --------------------------------------------------------------------------------
+
+
+def run_study(
+    path,
+    jobs: int | None = None,
+    out: str | os.PathLike | None = None,
+    dry_run: bool = False,
+    backend: str = "local",
+    address: str | None = None,
+    profile: str | None = None,
+    data_dir: str | os.PathLike | None = None,
+    progress: Callable[[dict], None] | None = None,
+    train_fn: TrainFn = train_with_cnnlab,
+    study_dir: str | os.PathLike | None = None,
+) -> StudyOutcome:
+    """Run every (variant, seed) of the study file `path` and record them in `study.json`.
+
+    Runs go to `<study_dir>/runs/<variant-slug>/seed<k>/v<N>/`, where `study_dir` defaults to
+    `<out or 'studies'>/<study name>[-<profile>]`. Runs that completed before with the same
+    config are skipped; a run that fails or diverges is recorded with its error and log and the
+    others go on. `progress` receives events (`{"event": "start" | "done" | "skip", ...}`);
+    `train_fn(config, out, name) -> run folder` replaces the trainer (tests, other trainers).
+    All configs are validated before the first run starts.
+    """
+    if backend not in BACKENDS:
+        raise CnnlabError(f"Unknown study backend '{backend}'; choose one of: {', '.join(BACKENDS)}.")
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
+        raise CnnlabError(f"--jobs must be a positive integer, got {jobs!r}.")
+    study = path if isinstance(path, Study) else load_study(path, profile=profile)
+    specs = expand(study, data_dir=data_dir)
+    folder = Path(study_dir) if study_dir is not None else default_study_dir(study, out)
+    state_path = folder / STATE_FILE
+    previous = read_json(state_path) if state_path.is_file() else None
+    state = _initial_state(study, specs, previous)
+    todo = [s for s in specs if not _is_done(state["runs"][s.key], folder)]
+    jobs = jobs or max(1, min(os.cpu_count() or 1, len(todo)))
+    threads = _split_threads(jobs)
+    outcome = StudyOutcome(study, folder, specs, skipped=[s.key for s in specs if s not in todo],
+                           dry_run=dry_run, jobs=jobs, threads=threads)
+    notify = progress or (lambda event: None)
+    total = len(specs)
+    for key in outcome.skipped:
+        notify({"event": "skip", "key": key, "run": state["runs"][key], "total": total})
+    if dry_run:
+        return outcome
+
+    write_json(state_path, state)
+    finished = [len(outcome.skipped)]
+
+    def on_start(task: Task) -> None:
+        entry = state["runs"][task.key]
+        entry.update(status="running", started=_now())
+        write_json(state_path, state)
+        notify({"event": "start", "key": task.key, "run": entry, "total": total})
+
+    def on_done(task: Task, result: dict) -> None:
+        entry = state["runs"][task.key]
+        for name in ("path", "log"):  # stored relative, so a study folder can be moved
+            if result.get(name):
+                with contextlib.suppress(ValueError):
+                    result[name] = str(Path(result[name]).resolve().relative_to(folder.resolve()))
+        entry.pop("error", None)
+        entry.update(result, finished=_now())
+        (outcome.completed if entry["status"] == DONE else outcome.failed).append(task.key)
+        finished[0] += 1
+        state["updated"] = _now()
+        write_json(state_path, state)
+        notify({"event": "done", "key": task.key, "run": entry, "done": finished[0], "total": total})
+
+    tasks = [
+        Task(s.key, s.config, str((folder / "runs" / s.slug).resolve()), s.run_name, threads, train_fn,
+             capture_output=backend == "local")
+        for s in todo
+    ]
+    if backend == "ray":
+        _run_ray(tasks, jobs, address, on_start, on_done)
+    else:
+        _run_local(tasks, jobs, on_start, on_done)
+    return outcome

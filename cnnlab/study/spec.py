@@ -1,0 +1,320 @@
+"""Study files: parse, apply a profile, expand grid x variants x seeds into validated run specs.
+
+A study file is YAML with these keys:
+
+    name: bn_and_depth            # optional; defaults to the file's stem
+    description: ...              # optional, shown in the report
+    base: {...}                   # a training config (as for `cnnlab train`)
+    grid: {optim.lr: [0.1, 0.01]} # dotted keys -> lists of values, cartesian product
+    variants:                     # optional named overrides, combined with every grid point
+      - {name: BN, set: {}}
+      - {name: no BN, set: {model.bn: false}}
+    seeds: 3                      # a count (seeds base.train.seed, +1, ...) or an explicit list
+    baseline: BN                  # the variant the others are compared against (default: first)
+    match_params: mlp             # scale each variant's widths to this zoo model's parameter count
+    profiles:                     # named adjustments chosen with --profile
+      quick: {set: {train.epochs: 1}, seeds: 2, grid: {optim.lr: [0.1]}, variants: [BN]}
+
+Precedence, lowest to highest: base, grid point, variant `set`, profile `set` (a profile bounds
+the cost of every run, so it wins), then `match_params`.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from cnnlab.errors import CnnlabError, ConfigError
+from cnnlab.utils import did_you_mean
+
+STUDY_KEYS = ("name", "description", "base", "grid", "variants", "seeds", "baseline", "match_params", "profiles")
+VARIANT_KEYS = ("name", "set", "description")
+PROFILE_KEYS = ("set", "seeds", "grid", "variants", "baseline", "description")
+DEFAULT_SEEDS = 3
+
+# Input shapes of the built-in datasets, so `match_params` need not load a dataset to plan a
+# study. Other datasets (folder:...) fall back to the zoo model's default input shape.
+DATASET_SHAPES = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+DATASET_CLASSES = {"digits": 10, "mnist": 10, "fashion-mnist": 10, "cifar10": 10}
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    slug: str
+    changes: dict  # dotted key -> value, what this variant sets on top of the base
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    description: str
+    source: str  # the study file, or "" when built from a dict
+    profile: str | None
+    base: dict
+    variants: tuple[Variant, ...]
+    seeds: tuple[int, ...]
+    baseline: str
+    match_params: str | None
+    profile_set: dict = field(default_factory=dict)
+
+    def variant(self, name: str) -> Variant:
+        for v in self.variants:
+            if v.name == name:
+                return v
+        raise ConfigError(
+            f"Study '{self.name}' has no variant '{name}'; its variants are: "
+            f"{', '.join(v.name for v in self.variants)}.{did_you_mean(name, [v.name for v in self.variants])}"
+        )
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One (variant, seed): a complete, validated training config and where its run lives."""
+
+    variant: str
+    slug: str
+    seed: int
+    config: dict  # the resolved training config (Config.to_dict())
+    matched: dict | None = None  # match_params' width factor and parameter counts, when asked
+
+    @property
+    def run_name(self) -> str:
+        return f"seed{self.seed}"
+
+    @property
+    def relpath(self) -> str:
+        """The run's folder relative to the study folder (train() adds a `v<N>` level inside)."""
+        return f"runs/{self.slug}/{self.run_name}"
+
+    @property
+    def key(self) -> str:
+        return f"{self.slug}/{self.run_name}"
+
+    @property
+    def fingerprint(self) -> str:
+        """A hash of the config (minus thread count) that decides whether a past run still counts."""
+        cfg = copy.deepcopy(self.config)
+        cfg.get("train", {}).pop("threads", None)
+        return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def slugify(name: str) -> str:
+    slug = re.sub(r"[^a-z0-9.=+_-]+", "-", name.lower()).strip("-")
+    return slug or "variant"
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "+".join(_format_value(v) for v in value) or "none"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _unknown_key_error(where: str, key: str, valid: tuple[str, ...]) -> ConfigError:
+    return ConfigError(
+        f"{where} has an unknown key '{key}'; valid keys are: {', '.join(valid)}.{did_you_mean(key, valid)}"
+    )
+
+
+def _check_keys(where: str, data: Mapping, valid: tuple[str, ...]) -> None:
+    for key in data:
+        if key not in valid:
+            raise _unknown_key_error(where, str(key), valid)
+
+
+def _as_mapping(where: str, value: Any) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where} must be a mapping (key: value), got {type(value).__name__}: {value!r}.")
+    return dict(value)
+
+
+def _seeds(where: str, value: Any, first: int) -> tuple[int, ...]:
+    if isinstance(value, bool):
+        raise ConfigError(f"{where} must be a count or a list of integers, got {value!r}.")
+    if isinstance(value, int):
+        if value < 1:
+            raise ConfigError(f"{where} must be at least 1, got {value}.")
+        return tuple(range(first, first + value))
+    if isinstance(value, (list, tuple)) and value and all(isinstance(s, int) and not isinstance(s, bool) for s in value):
+        if len(set(value)) != len(value):
+            raise ConfigError(f"{where} lists a seed twice: {list(value)}.")
+        return tuple(value)
+    raise ConfigError(f"{where} must be a count (e.g. 3) or a non-empty list of integers, got {value!r}.")
+
+
+def _grid_axes(where: str, grid: Mapping) -> dict[str, list]:
+    axes = {}
+    for key, values in grid.items():
+        if not isinstance(values, (list, tuple)) or not values:
+            raise ConfigError(f"{where} '{key}' must be a non-empty list of values, got {values!r}.")
+        axes[str(key)] = list(values)
+    return axes
+
+
+def _short_keys(keys: list[str]) -> dict[str, str]:
+    """Label each dotted key by its last part, or the full key where last parts collide."""
+    last = [k.rsplit(".", 1)[-1] for k in keys]
+    return {k: (s if last.count(s) == 1 else k) for k, s in zip(keys, last)}
+
+
+def _variants(where: str, raw_variants: Any, axes: dict[str, list], keep: list | None) -> tuple[Variant, ...]:
+    if raw_variants is None:
+        raw_variants = []
+    if not isinstance(raw_variants, list):
+        raise ConfigError(f"{where} 'variants' must be a list of {{name, set}}, got {type(raw_variants).__name__}.")
+    named = []
+    for i, item in enumerate(raw_variants):
+        if not isinstance(item, Mapping) or "name" not in item:
+            raise ConfigError(f"{where} variant #{i + 1} must be a mapping with 'name' and 'set', got {item!r}.")
+        _check_keys(f"{where} variant '{item['name']}'", item, VARIANT_KEYS)
+        named.append((str(item["name"]), _as_mapping(f"{where} variant '{item['name']}' set", item.get("set"))))
+    if keep is not None:
+        names = [n for n, _ in named]
+        for name in keep:
+            if name not in names:
+                raise ConfigError(
+                    f"{where}: the profile keeps variant '{name}', which the study does not define; "
+                    f"its variants are: {', '.join(names)}.{did_you_mean(str(name), names)}"
+                )
+        named = [(n, s) for n, s in named if n in keep]
+    labels = _short_keys(list(axes))
+    points = [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())] if axes else [{}]
+    variants = []
+    for point in points:
+        point_name = ", ".join(f"{labels[k]}={_format_value(v)}" for k, v in point.items())
+        for vname, changes in named or [("", {})]:
+            name = " / ".join(p for p in (vname, point_name) if p) or "base"
+            variants.append(Variant(name, slugify(name), {**point, **changes}))
+    seen: dict[str, str] = {}
+    for v in variants:
+        if v.slug in seen:
+            raise ConfigError(
+                f"{where}: variants '{seen[v.slug]}' and '{v.name}' would share the folder name "
+                f"'{v.slug}'; give them names that differ in letters or digits."
+            )
+        seen[v.slug] = v.name
+    return tuple(variants)
+
+
+def parse_study(data: Any, *, name: str = "study", source: str = "", profile: str | None = None) -> Study:
+    """A `Study` from the parsed YAML mapping, with `profile` applied. Validates the structure;
+    `expand` validates every run's training config."""
+    where = f"Study '{source or name}'"
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where} must be a mapping with 'base:' and 'grid:' or 'variants:', got {type(data).__name__}.")
+    _check_keys(where, data, STUDY_KEYS)
+    if "base" not in data:
+        raise ConfigError(f"{where} has no 'base:' section (the training config every run starts from).")
+    base = _as_mapping(f"{where} 'base'", data["base"])
+    axes = _grid_axes(f"{where} grid key", _as_mapping(f"{where} 'grid'", data.get("grid")))
+    seeds_value = data.get("seeds", DEFAULT_SEEDS)
+    baseline = data.get("baseline")
+    keep = None
+    profile_set: dict = {}
+    profiles = _as_mapping(f"{where} 'profiles'", data.get("profiles"))
+    if profile is not None:
+        if profile not in profiles:
+            raise ConfigError(
+                f"{where} has no profile '{profile}'; it defines: {', '.join(profiles) or 'none'}."
+                f"{did_you_mean(profile, profiles)}"
+            )
+        prof = _as_mapping(f"{where} profile '{profile}'", profiles[profile])
+        _check_keys(f"{where} profile '{profile}'", prof, PROFILE_KEYS)
+        profile_set = _as_mapping(f"{where} profile '{profile}' set", prof.get("set"))
+        for key, values in _grid_axes(f"{where} profile '{profile}' grid key", _as_mapping(
+                f"{where} profile '{profile}' grid", prof.get("grid"))).items():
+            if key not in axes:
+                raise ConfigError(
+                    f"{where} profile '{profile}' narrows grid key '{key}', which the study's grid does "
+                    f"not have; its grid keys are: {', '.join(axes) or 'none'}.{did_you_mean(key, axes)}"
+                )
+            axes[key] = values
+        seeds_value = prof.get("seeds", seeds_value)
+        baseline = prof.get("baseline", baseline)
+        if "variants" in prof:
+            keep = prof["variants"]
+            if not isinstance(keep, list):
+                raise ConfigError(f"{where} profile '{profile}' 'variants' must be a list of variant names, got {keep!r}.")
+    first_seed = int(base.get("train", {}).get("seed", 0) or 0) if isinstance(base.get("train"), Mapping) else 0
+    seeds = _seeds(f"{where} 'seeds'", seeds_value, first_seed)
+    variants = _variants(where, data.get("variants"), axes, keep)
+    baseline = str(baseline) if baseline is not None else variants[0].name
+    study = Study(
+        name=str(data.get("name") or name), description=str(data.get("description") or ""),
+        source=source, profile=profile, base=base, variants=variants, seeds=seeds,
+        baseline=baseline, match_params=data.get("match_params"), profile_set=profile_set,
+    )
+    study.variant(baseline)  # raises with the list of variants when the baseline is unknown
+    return study
+
+
+def load_study(path: str | Path, profile: str | None = None) -> Study:
+    """Read a study YAML file and apply `profile` (e.g. 'quick')."""
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"Cannot read study file '{path}': {err.strerror or err}.") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"Study file '{path}' is not valid YAML: {err}".replace("\n", " ")) from None
+    return parse_study(data, name=path.stem, source=str(path), profile=profile)
+
+
+def _match(model: dict, data: dict, target: str) -> tuple[dict, dict]:
+    """The model section with widths scaled to `target`'s parameter count, and what was matched."""
+    from cnnlab import models
+
+    dataset = str(data.get("dataset", ""))
+    options = {k: v for k, v in model.items() if k not in ("name", "spec") and v is not None}
+    name_or_spec = model.get("spec") or model.get("name")
+    fragment = models.match_params(
+        name_or_spec, target, input_shape=DATASET_SHAPES.get(dataset),
+        num_classes=DATASET_CLASSES.get(dataset, 10), **options,
+    )
+    matched = {k: fragment[k] for k in ("width", "params", "target_params") if k in fragment}
+    matched["target"] = target
+    return {**model, "spec": fragment["spec"]}, matched
+
+
+def expand(study: Study, data_dir: str | None = None) -> list[RunSpec]:
+    """Every (variant, seed) as a RunSpec whose config has passed `cnnlab.config` validation.
+
+    All configs are checked before any run starts, so a typo in the last variant fails now,
+    not after an hour of training. `data_dir` sets `data.data_dir` for every run.
+    """
+    from cnnlab.config import load_config
+
+    specs = []
+    for variant in study.variants:
+        overrides = {**variant.changes, **study.profile_set}
+        if data_dir is not None:
+            overrides["data.data_dir"] = str(data_dir)
+        matched = None
+        try:
+            config = load_config(study.base, overrides).to_dict()
+            if study.match_params:
+                model, matched = _match(config["model"], config["data"], str(study.match_params))
+                config = load_config({**config, "model": model}).to_dict()
+        except CnnlabError as err:
+            raise type(err)(f"Study '{study.name}', variant '{variant.name}': {err}") from None
+        for seed in study.seeds:
+            seeded = copy.deepcopy(config)
+            seeded.setdefault("train", {})["seed"] = seed
+            specs.append(RunSpec(variant.name, variant.slug, seed, seeded, matched))
+    return specs

@@ -1,0 +1,58 @@
+"""A stand-in trainer for study tests: writes a run folder in the contract's format in
+milliseconds, with curves that depend on the config, so the runner and report are tested
+without training. Imported by spawned workers (by module name), so it stays importable."""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+from pathlib import Path
+
+import yaml
+
+from cnnlab.utils import atomic_write_text, write_json
+
+CRASH_LR = 9.0  # optim.lr that makes the fake trainer raise
+DIVERGE_LR = 5.0  # optim.lr that gives NaN losses and status "diverged"
+HEADER = "epoch,train_loss,train_acc,val_loss,val_acc,lr,epoch_s"
+
+
+def _next_version(folder: Path) -> Path:
+    n = 1
+    while (folder / f"v{n}").exists():
+        n += 1
+    return folder / f"v{n}"
+
+
+def fake_train(config: dict, out: str, name: str) -> Path:
+    lr = float(config["optim"]["lr"])
+    seed = int(config["train"]["seed"])
+    epochs = int(config["train"]["epochs"])
+    run_dir = _next_version(Path(out) / name)
+    run_dir.mkdir(parents=True)
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+    print(f"fake training {name} lr={lr} threads={config['train']['threads']} "
+          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
+    if lr == CRASH_LR:
+        raise RuntimeError(f"simulated crash at lr={lr}")
+    rng = random.Random(seed * 1000 + int(lr * 1e4))
+    ceiling = 0.9 - 0.1 * abs(math.log10(lr) + 2)  # best near lr = 1e-2
+    rows = [HEADER]
+    for e in range(1, epochs + 1):
+        if lr == DIVERGE_LR and e >= 2:
+            rows.append(f"{e},nan,0.1,nan,0.1,{lr},0.01")
+            continue
+        acc = ceiling * (1 - math.exp(-e)) + rng.uniform(-0.01, 0.01)
+        rows.append(f"{e},{1.5 * math.exp(-e / 2):.4f},{acc + 0.02:.4f},{1.4 * math.exp(-e / 2) + 0.1:.4f},"
+                    f"{acc:.4f},{lr},0.01")
+    atomic_write_text(run_dir / "metrics.csv", "\n".join(rows) + "\n")
+    status = "diverged" if lr == DIVERGE_LR else "completed"
+    write_json(run_dir / "result.json", {
+        "status": status, "test_acc": ceiling + rng.uniform(-0.01, 0.01), "test_loss": 0.5,
+        "best_epoch": epochs, "best_val_acc": ceiling, "epochs_run": epochs, "params": 1234,
+        "macs": 56789, "model": config["model"]["name"], "dataset": config["data"]["dataset"],
+        "engine": config["train"]["engine"], "device": "cpu", "s_per_epoch": 0.01, "img_per_s": 1e5,
+        "train_s": 0.01 * epochs, "input_shape": [1, 8, 8], "num_classes": 10,
+    })
+    return run_dir
