@@ -71,7 +71,7 @@ def restricted_loads(data: bytes, source: str = "<pickle>"):
 
 def parse_batch(data: bytes, source: str) -> tuple[np.ndarray, np.ndarray]:
     """One CIFAR-10 batch -> (images uint8 (N, 3, 32, 32), labels int64 (N,))."""
-    batch = restricted_loads(data, source)
+    batch = _str_keys(restricted_loads(data, source))
     if not isinstance(batch, dict) or "data" not in batch or "labels" not in batch:
         keys = sorted(map(str, batch)) if isinstance(batch, dict) else type(batch).__name__
         raise DataError(f"{source} is not a CIFAR-10 batch: expected a dict with 'data' and "
@@ -88,11 +88,18 @@ def parse_batch(data: bytes, source: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def parse_meta(data: bytes, source: str) -> tuple[str, ...]:
-    meta = restricted_loads(data, source)
+    meta = _str_keys(restricted_loads(data, source))
     names = meta.get("label_names") if isinstance(meta, dict) else None
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise DataError(f"{source} has no list of 'label_names'; it is not CIFAR-10's batches.meta.")
     return tuple(names)
+
+
+def _str_keys(obj):
+    """Batches pickled by Python 3 with encoding='bytes' conventions have bytes keys."""
+    if isinstance(obj, dict):
+        return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
+    return obj
 
 
 def read_cifar10(path: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.ndarray, tuple[str, ...]]]:

@@ -7,6 +7,7 @@ sizes, then the values in C order, big-endian. See http://yann.lecun.com/exdb/mn
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import zlib
 from pathlib import Path
@@ -60,7 +61,7 @@ def parse_idx(raw: bytes, source: str = "<bytes>") -> np.ndarray:
                         f"bytes long, shorter than its {header_len}-byte header; it is truncated.")
     shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
     dtype = IDX_DTYPES[code]
-    expected = header_len + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = header_len + math.prod(shape) * dtype.itemsize  # Python ints: no overflow
     if len(raw) != expected:
         problem = "truncated" if len(raw) < expected else "longer than its header says"
         raise DataError(f"IDX file {source} is {problem}: its header declares shape {shape} of "

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import urllib.error
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -269,9 +270,10 @@ def _download_missing(spec: RemoteDataset, missing: list[RemoteFile], root: Path
         except Exception as err:
             if not is_network_error(err):
                 raise
-            reason = getattr(err, "reason", None) or err
-            raise DataError(f"cannot download {spec.name}: {url} failed ({reason}). Without "
-                            f"network access, put {_listing(missing)} into {target} (from "
+            reason = f"HTTP {err.code} {err.reason}" if isinstance(err, urllib.error.HTTPError) \
+                else getattr(err, "reason", None) or err
+            raise DataError(f"cannot download {spec.name}: {url} failed ({reason}). To add it by "
+                            f"hand (e.g. offline), put {_listing(missing)} into {target} (from "
                             f"{spec.url} or any copy with the same checksums) and run again.") from None
 
 
