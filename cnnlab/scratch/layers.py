@@ -286,11 +286,12 @@ class _Stateless(Module):
     """A layer without parameters: `_forward(x) -> (out, cache)`, `_backward(dout, cache)`."""
 
     def forward(self, x):
-        out, self._cache = self._forward(np.asarray(x))
+        out, cache = self._forward(np.asarray(x))
+        self._cache = (cache,)  # wrapped: a kernel's cache may itself be None (eval dropout)
         return out
 
     def backward(self, grad_out):
-        cache = self._require_cache(getattr(self, "_cache", None))
+        (cache,) = self._require_cache(getattr(self, "_cache", None))
         self._cache = None
         return self._backward(grad_out, cache)
 

@@ -29,6 +29,8 @@ def compare_module(ours, theirs, x, dtype, rng, extra_inputs=()):
     weights) and return {what: relative error} for output, input grad, every parameter grad
     and every buffer."""
     ours.load_state_dict(theirs.state_dict())
+    ours.zero_grad()
+    theirs.zero_grad(set_to_none=True)
     x = np.asarray(x, dtype)
     tx = tensor(x)
     t_out = theirs(tx, *extra_inputs)
