@@ -1,0 +1,118 @@
+"""The NumPy engine adapter: runs batches of a `cnnlab.scratch` model for the fit loop.
+
+It implements the engine protocol of docs/ARCHITECTURE.md, like `TorchEngine`: the fit loop
+hands it torch CPU float32 batches, which become NumPy arrays without a copy (`x.numpy()`)
+and are cast to the model's dtype only when that differs. A training step is forward,
+cross-entropy (with label smoothing), backward and one optimiser step; the loss's own cache
+gives the gradient, so the per-step overhead beyond the model is a few small (B, K) passes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from cnnlab.errors import ConfigError, ModelError
+from cnnlab.scratch import random as scratch_random
+from cnnlab.scratch.losses import CrossEntropyLoss, num_correct
+from cnnlab.scratch.optim import build_optimizer
+
+
+def _as_array(batch: Any, dtype: np.dtype | None = None) -> np.ndarray:
+    """A torch CPU tensor (zero-copy) or array as a NumPy array, cast to `dtype` if given."""
+    array = batch if isinstance(batch, np.ndarray) else batch.detach().numpy()
+    if dtype is not None and array.dtype != dtype:
+        array = array.astype(dtype)
+    return array
+
+
+class ScratchEngine:
+    """Runs a scratch model (forward/backward in NumPy) with a scratch optimiser on the CPU.
+
+    model: a `cnnlab.scratch` Module (e.g. from `cnnlab.models.build(..., engine="scratch")`).
+    optim_cfg: has `name` (sgd | adam | adamw), `lr`, `momentum`, `nesterov`, `weight_decay`,
+        `betas`, `eps` (a config object or dict). Other keyword arguments (torch-only options
+        such as `amp`) are accepted and ignored, so one call builds either engine.
+    """
+
+    name = "scratch"
+    device = "cpu"
+    checkpoint_suffix = ".npz"
+    channels_last = False
+
+    def __init__(self, model, optim_cfg, *, label_smoothing: float = 0.0, device: str = "cpu",
+                 **_ignored):
+        if str(device) != "cpu":
+            raise ConfigError(
+                f"The scratch (NumPy) engine runs on the CPU only; got device={device!r}. Use "
+                "train.device=cpu, or train.engine=torch for a GPU."
+            )
+        for method in ("forward", "backward", "parameters", "state_dict", "load_state_dict"):
+            if not callable(getattr(model, method, None)):
+                raise ModelError(
+                    f"ScratchEngine needs a cnnlab.scratch model; got {type(model).__name__}, "
+                    f"which has no {method}(). Build it with engine='scratch'."
+                )
+        self.model = model
+        self.optimizer = build_optimizer(model.parameters(), optim_cfg)
+        self.loss_fn = CrossEntropyLoss(label_smoothing=label_smoothing)
+        params = model.parameters()
+        self.dtype = params[0].data.dtype if params else np.dtype(np.float32)
+
+    def train(self) -> None:
+        self.model.train()
+
+    def eval(self) -> None:
+        self.model.eval()
+
+    def train_batch(self, x, y) -> tuple[float, int]:
+        """One SGD step on (x (B, C, H, W) float32, y (B,) int64); returns (loss sum, correct)."""
+        x, y = _as_array(x, self.dtype), _as_array(y)
+        logits = self.model.forward(x)
+        loss = self.loss_fn.forward(logits, y)
+        self.optimizer.zero_grad()  # the layers accumulate into .grad, as torch's do
+        self.model.backward(self.loss_fn.backward())
+        self.optimizer.step()
+        return loss * y.shape[0], num_correct(logits, y)
+
+    def eval_batch(self, x, y) -> tuple[float, int]:
+        """Loss sum and number correct on one batch, without gradients or updates."""
+        y = _as_array(y)
+        logits = self.model.forward(_as_array(x, self.dtype))
+        loss = self.loss_fn.forward(logits, y)
+        return loss * y.shape[0], num_correct(logits, y)
+
+    def predict(self, x) -> np.ndarray:
+        """Logits (B, K) as float32."""
+        logits = self.model.forward(_as_array(x, self.dtype))
+        return np.asarray(logits, dtype=np.float32)
+
+    def state_dict(self) -> dict:
+        """{"model": arrays, "optimizer": plain state, "rng": the scratch generator's state}.
+
+        Everything is a copy (the scratch Module's state_dict copies), so a saved state stays
+        valid as training goes on.
+        """
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": scratch_random.get_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore `state_dict()` output (also as read back from an `.npz` checkpoint)."""
+        if not isinstance(state, dict) or "model" not in state:
+            got = sorted(state) if isinstance(state, dict) else type(state).__name__
+            raise ModelError(
+                f"ScratchEngine.load_state_dict expects a dict with 'model' (and optionally "
+                f"'optimizer', 'rng'); got {got}."
+            )
+        self.model.load_state_dict(state["model"])
+        if state.get("optimizer"):
+            self.optimizer.load_state_dict(state["optimizer"])
+        if state.get("rng"):
+            scratch_random.set_state(state["rng"])
+
+    def __repr__(self) -> str:
+        return f"ScratchEngine({type(self.model).__name__}, {self.optimizer!r}, dtype={self.dtype})"

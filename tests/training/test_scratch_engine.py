@@ -1,0 +1,144 @@
+"""ScratchEngine: the engine protocol over a NumPy model, checked against a torch training loop."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import cnnlab.models as models
+from cnnlab import scratch
+from cnnlab.errors import ConfigError, ModelError
+from cnnlab.scratch import random as scratch_random
+from cnnlab.training.checkpoint import load_checkpoint, save_checkpoint
+from cnnlab.training.scratch_engine import ScratchEngine
+
+SGD_CFG = {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4}
+ADAM_CFG = {"name": "adamw", "lr": 3e-3, "weight_decay": 1e-2}
+
+
+def _batch(seed=0, n=32, shape=(1, 8, 8), classes=10):
+    """Images whose class is readable from the pixels, so a few steps really lower the loss."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, classes, size=n)
+    x = rng.normal(scale=0.3, size=(n, *shape)).astype(np.float32)
+    x[np.arange(n), 0, y % shape[1], :] += 2.0
+    return torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
+
+
+def _dropout_net(seed=0):
+    scratch_random.seed(seed)
+    return scratch.Sequential(scratch.Flatten(), scratch.Linear(64, 32), scratch.ReLU(),
+                              scratch.Dropout(0.3), scratch.Linear(32, 10))
+
+
+def _flat_weights(model):
+    return np.concatenate([p.data.ravel() for p in model.parameters()])
+
+
+@pytest.mark.parametrize("optim_cfg", [SGD_CFG, ADAM_CFG], ids=["sgd", "adamw"])
+def test_training_lowers_the_loss(optim_cfg):
+    scratch_random.seed(0)
+    engine = ScratchEngine(models.build("small_cnn", (1, 8, 8), 10, engine="scratch"), optim_cfg,
+                           label_smoothing=0.1)
+    assert (engine.name, engine.device, engine.checkpoint_suffix) == ("scratch", "cpu", ".npz")
+    x, y = _batch()
+    engine.train()
+    losses = []
+    for _ in range(8):
+        loss_sum, correct = engine.train_batch(x, y)
+        assert isinstance(loss_sum, float) and isinstance(correct, int) and 0 <= correct <= 32
+        losses.append(loss_sum / 32)
+    assert losses[-1] < 0.7 * losses[0]
+    engine.eval()
+    eval_loss, eval_correct = engine.eval_batch(x, y)
+    assert eval_correct > 16 and eval_loss / 32 < losses[0]
+
+
+def test_train_batch_is_torch_s_training_step():
+    """Same weights and batches in float64: the engine's step (label-smoothed CE, backward,
+    nesterov SGD with weight decay) equals a plain torch training loop to rounding."""
+    torch.manual_seed(0)
+    torch_model = models.build("small_cnn", (1, 8, 8), 10, engine="torch").double()
+    scratch_model = models.build("small_cnn", (1, 8, 8), 10, engine="scratch").double()
+    scratch_model.load_state_dict(torch_model.state_dict())
+    engine = ScratchEngine(scratch_model, SGD_CFG, label_smoothing=0.1)
+    torch_opt = torch.optim.SGD(torch_model.parameters(), lr=0.1, momentum=0.9, nesterov=True,
+                                weight_decay=5e-4)
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
+    engine.train()
+    torch_model.train()
+    for step in range(3):
+        x, y = _batch(seed=step)
+        loss_sum, correct = engine.train_batch(x, y)  # float32 batch, cast to the model's dtype
+        logits = torch_model(x.double())
+        loss = loss_fn(logits, y)
+        torch_opt.zero_grad()
+        loss.backward()
+        torch_opt.step()
+        assert loss_sum == pytest.approx(loss.item() * 32, rel=1e-10)
+        assert correct == int((logits.argmax(1) == y).sum())
+    engine.eval()
+    torch_model.eval()
+    x, _ = _batch(seed=9)
+    expected_logits = torch_model(x.double()).detach().numpy()
+    np.testing.assert_allclose(engine.predict(x), expected_logits, rtol=1e-5, atol=1e-6)
+    torch_state = torch_model.state_dict()
+    for key, value in scratch_model.state_dict().items():
+        np.testing.assert_allclose(value, torch_state[key].numpy(), rtol=1e-9, atol=1e-12,
+                                   err_msg=key)
+
+
+@pytest.mark.parametrize("through_file", [False, True], ids=["in-memory", "npz-checkpoint"])
+@pytest.mark.parametrize("optim_cfg", [SGD_CFG, ADAM_CFG], ids=["sgd", "adamw"])
+def test_state_round_trip_reproduces_the_next_step_exactly(tmp_path, optim_cfg, through_file):
+    engine = ScratchEngine(_dropout_net(seed=1), optim_cfg)
+    engine.train()
+    for step in range(3):
+        engine.train_batch(*_batch(seed=step))
+    state = engine.state_dict()
+    if through_file:
+        save_checkpoint(tmp_path / "last.npz", {"engine": state, "epoch": 3})
+        state = load_checkpoint(tmp_path / "last.npz")["engine"]
+    x, y = _batch(seed=7)
+    expected = engine.train_batch(x, y)  # dropout draws from the scratch generator
+    expected_weights = _flat_weights(engine.model)
+
+    resumed = ScratchEngine(_dropout_net(seed=99), optim_cfg)  # other weights, other rng
+    resumed.load_state_dict(state)
+    resumed.train()
+    assert resumed.train_batch(x, y) == expected
+    np.testing.assert_array_equal(_flat_weights(resumed.model), expected_weights)
+
+
+def test_eval_and_predict_do_not_update():
+    engine = ScratchEngine(models.build("mlp", (1, 8, 8), 10, engine="scratch"), SGD_CFG)
+    engine.eval()
+    before = engine.model.state_dict()
+    x, y = _batch()
+    loss_sum, correct = engine.eval_batch(x, y)
+    logits = engine.predict(x)
+    assert logits.shape == (32, 10) and logits.dtype == np.float32
+    assert correct == int((logits.argmax(1) == y.numpy()).sum())
+    for key, value in engine.model.state_dict().items():
+        np.testing.assert_array_equal(value, before[key])
+
+
+def test_float64_model_gets_float64_inputs():
+    model = _dropout_net().double()
+    engine = ScratchEngine(model, SGD_CFG)
+    assert engine.dtype == np.float64
+    engine.train_batch(*_batch())
+    assert all(p.data.dtype == np.float64 for p in model.parameters())
+
+
+def test_bad_construction():
+    with pytest.raises(ConfigError, match=r"CPU only; got device='cuda'"):
+        ScratchEngine(_dropout_net(), SGD_CFG, device="cuda")
+    with pytest.raises(ModelError, match="got Linear, which has no backward"):
+        ScratchEngine(torch.nn.Linear(2, 2), SGD_CFG)
+    with pytest.raises(ConfigError, match="Unknown optimiser"):
+        ScratchEngine(_dropout_net(), {"name": "rmsprop", "lr": 0.1})
+    engine = ScratchEngine(_dropout_net(), SGD_CFG)
+    with pytest.raises(ModelError, match=r"expects a dict with 'model'"):
+        engine.load_state_dict({"weights": {}})
