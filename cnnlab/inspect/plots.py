@@ -79,6 +79,8 @@ def curves(run):
     metrics = list(run.metrics)
     if not metrics:
         raise CnnlabError(f"Run {getattr(run, 'path', '')} has no metrics yet (metrics.csv is empty).")
+    from matplotlib.ticker import MaxNLocator
+
     epochs = np.asarray([int(row["epoch"]) for row in metrics])
     best = (run.result or {}).get("best_epoch")
     fig = _new_figure(10, 5.2)
@@ -104,8 +106,10 @@ def curves(run):
     lr_ax.set_xlabel("epoch")
     lr_ax.grid(alpha=0.3)
     lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+    lr_ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     status = (run.result or {}).get("status")
-    name = Path(getattr(run, "path", "")).name or "run"
+    path = Path(getattr(run, "path", "run"))
+    name = f"{path.parent.name}/{path.name}" if path.parent.name else path.name
     fig.suptitle(f"Learning curves: {name}" + (f" ({status})" if status and status != "completed" else ""))
     return fig
 

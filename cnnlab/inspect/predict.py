@@ -94,11 +94,9 @@ def _folder_files(folder: Path) -> list[Path]:
     return files
 
 
-def _predict_batches(run, images: np.ndarray, batch_size: int) -> np.ndarray:
-    parts = [np.asarray(run.predict(images[i:i + batch_size]), dtype=np.float64)
-             for i in range(0, len(images), batch_size)]
-    k = len(run.classes)
-    return np.concatenate(parts) if parts else np.zeros((0, k))
+def _probabilities(run, images: np.ndarray, batch_size: int) -> np.ndarray:
+    # one call: Run.predict loads the checkpoint and batches internally
+    return np.asarray(run.predict(images, batch_size=batch_size), dtype=np.float64)
 
 
 def predict(run, *, dataset: str | None = None, split: str = "test", files=(), folder=None,
@@ -120,7 +118,7 @@ def predict(run, *, dataset: str | None = None, split: str = "test", files=(), f
         if split not in splits:
             raise DataError(f"Dataset '{dataset}' has no split '{split}'; it has {', '.join(sorted(splits))}.")
         chosen = splits[split]
-        probs = _predict_batches(run, np.asarray(chosen.images), batch_size)
+        probs = _probabilities(run, np.asarray(chosen.images), batch_size)
         ids = tuple(str(i) for i in range(len(chosen.labels)))
         return Predictions(ids, probs, classes, true_labels=np.asarray(chosen.labels))
 
@@ -138,7 +136,7 @@ def predict(run, *, dataset: str | None = None, split: str = "test", files=(), f
         listed = "; ".join(f"{p} ({why})" for p, why in skipped[:5])
         raise DataError(f"None of the {len(paths)} image file(s) could be read: {listed}")
     ids = tuple(str(p.relative_to(root)) if root else str(p) for p in read)
-    probs = _predict_batches(run, images, batch_size)
+    probs = _probabilities(run, images, batch_size)
     return Predictions(ids, probs, classes, skipped=tuple(skipped), converted=tuple(converted))
 
 

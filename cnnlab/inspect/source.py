@@ -8,9 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from cnnlab.errors import ConfigError, ModelError
+from cnnlab.errors import ModelError
 
 ENGINES = ("torch", "scratch")
 
@@ -43,22 +41,15 @@ def _is_module(obj) -> bool:
     return hasattr(obj, "named_modules") and hasattr(obj, "parameters") and callable(obj)
 
 
-def _run_folder_model(path: Path) -> tuple[object, dict, tuple | None, int | None]:
-    """(spec or name, options, input shape, classes) from a run folder's config and result."""
-    config = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")) or {}
-    result = {}
-    if (path / "result.json").is_file():
-        from cnnlab.utils import read_json
+def _run_folder_model(path: Path) -> tuple[object, dict, tuple, int, str]:
+    """(spec or zoo name, options, input shape, classes, label) of a run folder's model."""
+    from cnnlab.training import Run
 
-        result = read_json(path / "result.json")
-    model_cfg = dict(config.get("model") or {})
-    spec = model_cfg.pop("spec", None)
-    name = model_cfg.pop("name", None)
-    if spec is None and name is None:
-        raise ConfigError(f"Run folder {path} has no model.name or model.spec in its config.yaml.")
-    options = {k: v for k, v in model_cfg.items() if v is not None}
-    shape = result.get("input_shape")
-    return (spec if spec is not None else name), options, (tuple(shape) if shape else None), result.get("num_classes")
+    run = Run.load(path)
+    model_cfg = run.config.model
+    ref = model_cfg.spec if model_cfg.spec is not None else model_cfg.name
+    label = f"{run.path.parent.name}/{run.path.name}"
+    return ref, dict(model_cfg.options), run.input_shape, run.num_classes, label
 
 
 def load_model(
@@ -88,14 +79,8 @@ def load_model(
     if isinstance(model_or_spec, (str, Path)):
         path = Path(model_or_spec)
         if path.is_dir():
-            if not (path / "config.yaml").is_file():
-                raise ConfigError(f"{path} is a folder but not a run folder: it has no config.yaml.")
-            spec, options, run_shape, run_classes = _run_folder_model(path)
+            spec, options, run_shape, num_classes, name = _run_folder_model(path)
             shape = shape or run_shape
-            num_classes = run_classes or num_classes
-            name = path.name if path.name not in ("", ".") else str(path)
-            if path.name.startswith("v") and path.parent.name:
-                name = f"{path.parent.name}/{path.name}"
         elif path.suffix.lower() in (".yaml", ".yml"):
             spec, shape = models.spec_of(path, shape)  # the file may name its input shape
             name = path.stem

@@ -124,8 +124,10 @@ class Summary:
 
 def _array(value):
     """The tensor or array behind a parameter or buffer (torch and scratch both use `.data`)."""
+    if isinstance(value, np.ndarray):  # an ndarray's own `.data` is a memoryview
+        return value
     inner = getattr(value, "data", value)
-    return inner if hasattr(inner, "shape") else np.asarray(value)
+    return inner if hasattr(inner, "shape") and hasattr(inner, "dtype") else np.asarray(value)
 
 
 def _numel(value) -> int:
