@@ -81,11 +81,13 @@ def run(args: argparse.Namespace) -> int:
     from cnnlab.training import train
 
     if args.resume:
-        given = [f"--{k.replace('_', '-')}" for k in _flag_overrides(args)]
-        if args.config or args.set or given:
+        extras = [f"--{dest.replace('_', '-')}" for dest in FLAG_KEYS
+                  if getattr(args, dest, None) is not None]
+        extras += (["CONFIG.yaml"] if args.config else []) + (["--set"] if args.set else [])
+        if extras:
             raise ConfigError(
                 f"--resume {args.resume} continues the run with its own config.yaml; drop "
-                f"{', '.join(given + (['CONFIG.yaml'] if args.config else []) + (['--set'] if args.set else []))}."
+                f"{', '.join(extras)}."
             )
         result = train(resume=args.resume, quiet=args.quiet, plots=not args.no_plots)
     else:

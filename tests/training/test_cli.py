@@ -1,0 +1,47 @@
+"""`cnnlab train` / `cnnlab demo` through cnnlab.cli.main: exit codes and messages."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from cnnlab.cli import main
+
+TINY = ["--set", "data.train_limit=200", "--set", "train.threads=1", "--quiet", "--no-plots"]
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["train", "--set", "optim.lrr=0.1"], "Did you mean 'lr'?"),
+    (["train", "--set", "nonsense"], "section.key=value"),
+    (["train", "--model", "smal_cnn"], "Did you mean 'small_cnn'?"),
+    (["train", "missing.yaml"], "does not exist"),
+    (["train", "--resume", "nowhere"], "not a run folder"),
+    (["train", "--resume", "runs/x/v1", "--epochs", "3"], "drop --epochs"),
+])
+def test_bad_input_exits_2_with_one_paragraph(argv, fragment, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and fragment in err.replace("\n", " ")
+    assert "Traceback" not in err and "\n\n" not in err.strip()
+
+
+def test_train_from_yaml_with_flags_prints_the_run_folder(tmp_path, capsys, one_thread):
+    config = tmp_path / "exp.yaml"
+    config.write_text(yaml.safe_dump({"model": {"name": "small_cnn"}, "train": {"batch_size": 32}}))
+    code = main(["train", str(config), "--epochs", "1", "--lr", "0.02", "--out", str(tmp_path / "r"),
+                 "--name", "cli", *TINY])
+    out = capsys.readouterr().out
+    assert code == 0 and "test accuracy" in out
+    run_dir = tmp_path / "r" / "cli" / "v1"
+    assert f"run folder: {run_dir}" in out
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["optim"]["lr"] == 0.02 and saved["train"]["epochs"] == 1
+    assert saved["data"]["train_limit"] == 200
+
+
+def test_demo_trains_and_writes_plots(tmp_path, capsys, one_thread):
+    assert main(["demo", "--out", str(tmp_path), "--epochs", "2", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "test accuracy" in out and str(tmp_path / "demo" / "v1") in out
+    assert (tmp_path / "demo" / "v1" / "result.json").is_file()
