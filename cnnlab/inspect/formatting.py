@@ -62,7 +62,7 @@ def format_text(summary: Summary, depth: int | None = None) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
     footer = _footer(summary)
     label_width = max(len(label) for label, _ in footer)
-    width = max(sum(widths) + 3 * (len(widths) - 1), 72)
+    width = max(sum(widths) + 3 * (len(widths) - 1), 88)
 
     def line(row) -> str:
         cells = [row[0].ljust(widths[0])] + [cell.rjust(w) for cell, w in zip(row[1:], widths[1:])]

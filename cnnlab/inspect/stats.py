@@ -24,9 +24,11 @@ RUNNING_STAT_SUFFIXES = ("running_mean", "running_var")
 COUNTER_SUFFIXES = ("num_batches_tracked",)
 
 COUNTED_OPS = (
-    "MACs counted: Conv2d = out elems x in_ch/groups x kh x kw; Linear = in x out (biases not "
-    "counted, as in torch.utils.flop_counter); BatchNorm = 1 per element (x*scale+shift); "
-    "pooling, activations, dropout, flatten and residual adds = 0. FLOPs = 2 x MACs."
+    "MACs counted (per sample, from cnnlab.models.flops): Conv2d = output elements x "
+    "in_channels/groups x kh x kw; ConvTranspose2d = input elements x out_channels/groups x kh x "
+    "kw; Linear = in x out (bias adds not counted, as in torch.utils.flop_counter); BatchNorm = 1 "
+    "per element (inference form x*scale+shift); pooling, activations, dropout, flatten and "
+    "residual adds = 0. FLOPs = 2 x MACs."
 )
 MEMORY_CONVENTION = (
     "Sizes in MB (1e6 bytes), torchinfo's convention: forward/backward = 2 x output bytes of "
