@@ -8,6 +8,8 @@ textbook. They are slow on purpose: a `small_cnn` training step takes seconds.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from cnnlab.scratch.functional import conv_output_size, pair
@@ -195,3 +197,53 @@ def batchnorm_backward(dout, cache):
         else:
             dx[:, ch] = gamma[ch] / std * grad
     return dx, dgamma, dbeta
+
+
+def _c_round(value: float) -> int:
+    """C's round(): halves go away from zero."""
+    return math.floor(value + 0.5) if value >= 0 else -math.floor(-value + 0.5)
+
+
+def roi_pool_forward(x, rois, output_size, spatial_scale=1.0):
+    """torchvision's CPU roi_pool as plain loops.
+
+    x: (N, C, H, W); rois: (K, 5) rows [batch_index, x1, y1, x2, y2] -> out (K, C, ph, pw).
+    Each RoI is scaled and rounded onto the feature map (at least 1x1), split into ph x pw
+    bins of fractional size (start floored, end ceiled, clipped to the map); each output is
+    the first maximum of its bin, or 0 for an empty bin.
+    """
+    pooled_h, pooled_w = pair(output_size)
+    n, c, h, w = x.shape
+    out = np.zeros((len(rois), c, pooled_h, pooled_w), x.dtype)
+    argmax = -np.ones((len(rois), c, pooled_h, pooled_w), np.int64)
+    for k, roi in enumerate(rois):
+        b = int(roi[0])
+        start_w, start_h = _c_round(roi[1] * spatial_scale), _c_round(roi[2] * spatial_scale)
+        end_w, end_h = _c_round(roi[3] * spatial_scale), _c_round(roi[4] * spatial_scale)
+        bin_h = max(end_h - start_h + 1, 1) / pooled_h
+        bin_w = max(end_w - start_w + 1, 1) / pooled_w
+        for ph in range(pooled_h):
+            for pw in range(pooled_w):
+                hs = min(max(math.floor(ph * bin_h) + start_h, 0), h)
+                he = min(max(math.ceil((ph + 1) * bin_h) + start_h, 0), h)
+                ws = min(max(math.floor(pw * bin_w) + start_w, 0), w)
+                we = min(max(math.ceil((pw + 1) * bin_w) + start_w, 0), w)
+                empty = he <= hs or we <= ws
+                for ch in range(c):
+                    best, best_index = (0.0 if empty else -np.finfo(np.float32).max), -1
+                    for row in range(hs, he):
+                        for col in range(ws, we):
+                            if x[b, ch, row, col] > best:
+                                best, best_index = x[b, ch, row, col], row * w + col
+                    out[k, ch, ph, pw], argmax[k, ch, ph, pw] = best, best_index
+    return out, (x.shape, rois, argmax)
+
+
+def roi_pool_backward(dout, cache):
+    """dout: (K, C, ph, pw) -> dx: (N, C, H, W); each output's gradient goes to its argmax."""
+    (n, c, h, w), rois, argmax = cache
+    dx = np.zeros((n, c, h * w), dout.dtype)
+    for k, ch, i, j in np.ndindex(*argmax.shape):
+        if argmax[k, ch, i, j] >= 0:
+            dx[int(rois[k][0]), ch, argmax[k, ch, i, j]] += dout[k, ch, i, j]
+    return dx.reshape(n, c, h, w)

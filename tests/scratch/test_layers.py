@@ -14,6 +14,7 @@ from _scratch_torch import TOLERANCE, TORCH_DTYPE, compare_module
 from cnnlab.errors import ModelError
 from cnnlab import scratch
 from cnnlab.scratch import random as scratch_random
+from cnnlab.scratch.check import torch_basic_block
 
 
 def _layer_pairs():
@@ -49,31 +50,9 @@ def _layer_pairs():
         (scratch.Sigmoid(), nn.Sigmoid(), (3, 8)),
         (scratch.Tanh(), nn.Tanh(), (3, 8)),
         (scratch.Dropout(p=0.0), nn.Dropout(0.0), (3, 8)),
-        (scratch.BasicBlock(4, 4), TorchBasicBlock(4, 4), (2, 4, 6, 6)),
-        (scratch.BasicBlock(3, 6, stride=2), TorchBasicBlock(3, 6, stride=2), (2, 3, 7, 7)),
+        (scratch.BasicBlock(4, 4), torch_basic_block(4, 4), (2, 4, 6, 6)),
+        (scratch.BasicBlock(3, 6, stride=2), torch_basic_block(3, 6, stride=2), (2, 3, 7, 7)),
     ]
-
-
-class TorchBasicBlock(nn.Module):
-    """torchvision's BasicBlock layout (conv1, bn1, conv2, bn2, downsample)."""
-
-    def __init__(self, in_channels, out_channels, stride=1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(out_channels)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_channels)
-        self.downsample = None
-        if stride != 1 or in_channels != out_channels:
-            self.downsample = nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
-                nn.BatchNorm2d(out_channels))
-
-    def forward(self, x):
-        out = torch.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        shortcut = x if self.downsample is None else self.downsample(x)
-        return torch.relu(out + shortcut)
 
 
 PAIRS = _layer_pairs()
