@@ -1,5 +1,77 @@
-"""`cnnlab` subcommands for the study area."""
+"""`cnnlab study`, `cnnlab report` and `cnnlab compare`: run a study, write its report, compare runs."""
+
+from __future__ import annotations
+
+import sys
 
 
 def register(subparsers) -> None:
-    pass
+    study = subparsers.add_parser(
+        "study", help="run a study (grid x variants x seeds) in parallel",
+        description="Run every (variant, seed) of a study file as a run folder under the study "
+                    "folder; completed runs are skipped when re-invoked. Then write its report.",
+    )
+    study.add_argument("study_file", metavar="STUDY.yaml")
+    study.add_argument("--jobs", "-j", type=int, default=None, help="parallel runs (default: CPU cores)")
+    study.add_argument("--out", default=None, help="folder that holds study folders (default: studies)")
+    study.add_argument("--dry-run", action="store_true", help="list the runs and exit")
+    study.add_argument("--profile", default=None, help="a profile of the study file, e.g. quick")
+    study.add_argument("--backend", choices=("local", "ray"), default="local")
+    study.add_argument("--address", default=None, help="Ray cluster address (with --backend ray)")
+    study.add_argument("--data-dir", default=None, help="dataset folder for every run (default: $CNNLAB_DATA)")
+    study.add_argument("--no-report", action="store_true", help="do not write report.html at the end")
+    study.set_defaults(func=run_study_command)
+
+    rep = subparsers.add_parser("report", help="write the HTML/Markdown report of a study folder")
+    rep.add_argument("study_dir", metavar="STUDY_DIR")
+    rep.add_argument("-o", "--output", default=None, help="report path (default: STUDY_DIR/report.html)")
+    rep.set_defaults(func=run_report_command)
+
+    cmp_ = subparsers.add_parser("compare", help="the study report for loose run folders")
+    cmp_.add_argument("run_dirs", metavar="RUN_DIR", nargs="+")
+    cmp_.add_argument("-o", "--output", default="report.html", help="report path (default: report.html)")
+    cmp_.set_defaults(func=run_compare_command)
+
+
+def _plan_lines(outcome) -> list[str]:
+    done = set(outcome.skipped)
+    lines = [f"study {outcome.study.name}: {len(outcome.runs)} runs "
+             f"({len(outcome.study.variants)} variants x {len(outcome.study.seeds)} seeds) in {outcome.study_dir}"]
+    for spec in outcome.runs:
+        mark = "done" if spec.key in done else "todo"
+        lines.append(f"  [{mark}] {spec.relpath:<48} {spec.variant}  seed {spec.seed}")
+    lines.append(f"{len(outcome.runs) - len(done)} to run with {outcome.jobs} job(s) x {outcome.threads} thread(s)")
+    return lines
+
+
+def run_study_command(args) -> int:
+    from cnnlab.study import report, run_study
+    from cnnlab.study.progress import default_progress
+
+    outcome = run_study(
+        args.study_file, jobs=args.jobs, out=args.out, dry_run=args.dry_run, backend=args.backend,
+        address=args.address, profile=args.profile, data_dir=args.data_dir,
+        progress=None if args.dry_run else default_progress(sys.stderr),
+    )
+    if args.dry_run:
+        print("\n".join(_plan_lines(outcome)))
+        return 0
+    print(f"{len(outcome.completed)} completed, {len(outcome.skipped)} skipped (done before), "
+          f"{len(outcome.failed)} failed; study folder: {outcome.study_dir}")
+    if not args.no_report:
+        print(f"report: {report(outcome.study_dir)}")
+    return 0 if outcome.ok else 1
+
+
+def run_report_command(args) -> int:
+    from cnnlab.study import report
+
+    print(f"report: {report(args.study_dir, args.output)}")
+    return 0
+
+
+def run_compare_command(args) -> int:
+    from cnnlab.study import compare
+
+    print(f"report: {compare(args.run_dirs, args.output)}")
+    return 0

@@ -12,6 +12,7 @@ import contextlib
 import datetime
 import multiprocessing
 import os
+import re
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -40,7 +41,7 @@ def train_with_cnnlab(config: dict, out: str, name: str) -> Path:
     from cnnlab.config import load_config
     from cnnlab.training import train
 
-    return Path(train(load_config(config), out=out, name=name).path)
+    return Path(train(load_config(config), out=out, name=name, quiet=True).path)
 
 
 @dataclass(frozen=True)
@@ -57,12 +58,14 @@ class Task:
 
 
 def _set_threads(threads: int) -> None:
+    """Limit this process's threads. torch reads the environment when it loads; if it is loaded
+    already, tell it directly (the trainer also gets `train.threads`)."""
+    import sys
+
     for var in THREAD_ENV:
         os.environ[var] = str(threads)
-    with contextlib.suppress(ImportError):
-        import torch
-
-        torch.set_num_threads(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
 
 
 @contextlib.contextmanager
@@ -123,15 +126,24 @@ def execute(task: Task) -> dict:
     return outcome
 
 
-def _worker_main(task: Task, conn) -> None:
-    """Entry point of a spawned worker: run the task and send its outcome to the parent."""
-    try:
-        outcome = execute(task)
-    except BaseException as err:  # e.g. KeyboardInterrupt: still tell the parent what happened
-        outcome = {"status": INTERRUPTED if isinstance(err, KeyboardInterrupt) else FAILED,
-                   "error": f"{type(err).__name__}: {err}"[:MAX_ERROR_CHARS]}
-    conn.send(outcome)
-    conn.close()
+def _worker_loop(conn) -> None:
+    """A spawned worker: run the tasks the parent sends, one at a time, until it sends None.
+
+    Workers live across runs so that imports and the first-call set-up of torch's kernels are
+    paid once per worker, not once per run; a worker that dies costs only its current run.
+    """
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, KeyboardInterrupt):
+            return
+        if task is None:
+            return
+        try:
+            outcome = execute(task)
+        except KeyboardInterrupt:
+            return
+        conn.send(outcome)
 
 
 # --- the plan and its state ---------------------------------------------------------------------
@@ -215,40 +227,74 @@ def _thread_env(threads: int):
                 os.environ[var] = value
 
 
+@dataclass
+class _Worker:
+    process: object
+    conn: object
+    task: Task | None = None
+
+
 def _run_local(tasks: list[Task], jobs: int, on_start, on_done) -> None:
     ctx = multiprocessing.get_context("spawn")
     pending = list(tasks)
-    running: dict = {}  # sentinel -> (process, parent end of the pipe, task)
+    workers: list[_Worker] = []
+
+    def start_worker() -> _Worker:
+        parent_end, child_end = ctx.Pipe(duplex=True)
+        proc = ctx.Process(target=_worker_loop, args=(child_end,), name="cnnlab-study-worker")
+        with _thread_env(tasks[0].threads):
+            proc.start()
+        child_end.close()
+        worker = _Worker(proc, parent_end)
+        workers.append(worker)
+        return worker
+
+    def assign(worker: _Worker) -> None:
+        worker.task = pending.pop(0) if pending else None
+        try:
+            worker.conn.send(worker.task)
+        except (BrokenPipeError, OSError):  # died between runs: its task goes back to the queue
+            if worker.task is not None:
+                pending.insert(0, worker.task)
+            worker.task = None
+            return
+        if worker.task is not None:
+            on_start(worker.task)
+
     try:
-        while pending or running:
-            while pending and len(running) < jobs:
-                task = pending.pop(0)
-                receiver, sender = ctx.Pipe(duplex=False)
-                proc = ctx.Process(target=_worker_main, args=(task, sender), name=f"cnnlab-study-{task.key}")
-                with _thread_env(task.threads):
-                    proc.start()
-                sender.close()
-                running[proc.sentinel] = (proc, receiver, task)
-                on_start(task)
-            for sentinel in wait_for(list(running)):
-                proc, receiver, task = running.pop(sentinel)
+        for _ in range(min(jobs, len(pending))):
+            assign(start_worker())
+        while any(w.task is not None for w in workers):
+            busy = [w for w in workers if w.task is not None]
+            ready = set(wait_for([w.conn for w in busy] + [w.process.sentinel for w in busy]))
+            for worker in busy:
                 outcome = None
-                with contextlib.suppress(EOFError, OSError):
-                    if receiver.poll():
-                        outcome = receiver.recv()
-                proc.join()
-                receiver.close()
-                if outcome is None:
-                    outcome = {"status": FAILED,
-                               "error": f"the worker process died with exit code {proc.exitcode} "
-                                        "before reporting (out of memory or a crash in native code?)"}
-                on_done(task, outcome)
+                if worker.conn in ready or worker.process.sentinel in ready:
+                    with contextlib.suppress(EOFError, OSError):
+                        if worker.conn.poll():
+                            outcome = worker.conn.recv()
+                if outcome is not None:
+                    task = worker.task
+                    on_done(task, outcome)
+                    assign(worker)
+                elif worker.process.sentinel in ready:  # died during a run
+                    worker.process.join()
+                    task, worker.task = worker.task, None
+                    workers.remove(worker)
+                    on_done(task, {"status": FAILED, "error": (
+                        f"the worker process died with exit code {worker.process.exitcode} during this "
+                        "run (out of memory, or a crash in native code?)")})
+                    if pending:
+                        assign(start_worker())
     finally:
-        for proc, receiver, task in running.values():  # only after an interrupt or an error
-            proc.terminate()
-            proc.join(timeout=10)
-            receiver.close()
-            on_done(task, {"status": INTERRUPTED, "error": "the study was interrupted"})
+        for worker in workers:
+            if worker.task is not None:  # only after an interrupt or an error in the parent
+                worker.process.terminate()
+                on_done(worker.task, {"status": INTERRUPTED, "error": "the study was interrupted"})
+            worker.process.join(timeout=10)
+            if worker.process.is_alive():
+                worker.process.kill()
+            worker.conn.close()
 
 
 def _run_ray(tasks: list[Task], jobs: int, address: str | None, on_start, on_done) -> None:
@@ -260,12 +306,19 @@ def _run_ray(tasks: list[Task], jobs: int, address: str | None, on_start, on_don
             "Install the optional extra with `pip install 'cnnlab[ray]'` (or `pip install ray`), "
             "or run with `--backend local`."
         ) from None
+    import sys
+
     import cnnlab
 
     threads = tasks[0].threads if tasks else 1
+    # py_modules ships this cnnlab (and a train function's own module) to the workers, so a
+    # cluster need not have them installed
+    modules = [cnnlab]
+    fn_module = sys.modules.get(getattr(tasks[0].train_fn, "__module__", "cnnlab") if tasks else "cnnlab")
+    if fn_module is not None and not fn_module.__name__.startswith("cnnlab") and fn_module.__name__ != "__main__":
+        modules.append(fn_module)
     try:
-        # py_modules ships this cnnlab to the workers, so a cluster need not have it installed
-        ray.init(address=address, runtime_env={"py_modules": [cnnlab]},
+        ray.init(address=address, runtime_env={"py_modules": modules},
                  include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
     except (ConnectionError, ValueError, RuntimeError) as err:
         raise CnnlabError(f"Cannot connect to Ray at address {address!r}: {err}") from None
@@ -284,7 +337,8 @@ def _run_ray(tasks: list[Task], jobs: int, address: str | None, on_start, on_don
             try:
                 outcome = ray.get(ready[0])
             except ray.exceptions.RayError as err:
-                outcome = {"status": FAILED, "error": f"Ray task failed: {err}"[:MAX_ERROR_CHARS]}
+                text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))  # Ray colours its messages
+                outcome = {"status": FAILED, "error": f"Ray task failed: {text}"[:MAX_ERROR_CHARS]}
             on_done(task, outcome)
     finally:
         for ref, task in running.items():

@@ -289,7 +289,8 @@ def _match(model: dict, data: dict, target: str) -> tuple[dict, dict]:
     )
     matched = {k: fragment[k] for k in ("width", "params", "target_params") if k in fragment}
     matched["target"] = target
-    return {**model, "spec": fragment["spec"]}, matched
+    # the options are baked into the scaled spec, and a config takes options only with a zoo name
+    return {"name": model.get("name"), "spec": fragment["spec"]}, matched
 
 
 def expand(study: Study, data_dir: str | None = None) -> list[RunSpec]:

@@ -196,7 +196,7 @@ def _n_text(c: Comparison) -> str:
 
 
 def _p_text(p: float) -> str:
-    return "p<0.001" if p < 0.001 else f"p={p:.2g}" if p < 0.01 else f"p={p:.2f}"
+    return "p<0.001" if p < 0.001 else f"p={p:.2g}"
 
 
 def describe(c: Comparison, scale: float = 100.0, unit: str = " points") -> str:

@@ -56,3 +56,12 @@ def fake_train(config: dict, out: str, name: str) -> Path:
         "train_s": 0.01 * epochs, "input_shape": [1, 8, 8], "num_classes": 10,
     })
     return run_dir
+
+
+DIE_LR = 7.0  # optim.lr that kills the worker process outright (as a segfault or OOM kill would)
+
+
+def dying_train(config: dict, out: str, name: str) -> Path:
+    if float(config["optim"]["lr"]) == DIE_LR:
+        os._exit(3)
+    return fake_train(config, out, name)

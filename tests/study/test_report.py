@@ -1,0 +1,95 @@
+import base64
+import re
+
+import pytest
+import yaml
+
+from cnnlab import cli
+from cnnlab.errors import CnnlabError
+from cnnlab.study import aggregate, compare, report, run_study, stats
+from cnnlab.study.store import read_run
+
+from fakes import fake_train
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def study_dir(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("study")
+    path = tmp / "lr.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "lr", "description": "Learning rate against accuracy.",
+        "base": {"data": {"dataset": "digits"}, "model": {"name": "mlp"}, "train": {"epochs": 5}},
+        "grid": {"optim.lr": [0.01, 0.001, 0.0001]}, "seeds": 3, "baseline": "lr=0.01",
+    }))
+    outcome = run_study(path, jobs=2, out=tmp, train_fn=fake_train)
+    assert outcome.ok
+    return outcome.study_dir
+
+
+def test_aggregate_has_mean_std_and_welch_against_baseline(study_dir):
+    rows = {r["variant"]: r for r in aggregate(study_dir)}
+    assert list(rows) == ["lr=0.01", "lr=0.001", "lr=0.0001"]
+    accs = [read_run(p).result["test_acc"] for p in sorted((study_dir / "runs" / "lr=0.001").glob("seed*/v1"))]
+    row = rows["lr=0.001"]
+    assert row["n"] == 3 and row["test_acc_mean"] == pytest.approx(stats.mean(accs))
+    assert row["test_acc_std"] == pytest.approx(stats.sample_std(accs))
+    # the fake trainer's ceiling is 10 points lower at lr=1e-3: clearly significant
+    assert row["vs_baseline"]["difference"] == pytest.approx(-0.10, abs=0.02)
+    assert row["vs_baseline"]["significant"] and "lower than the baseline at n=3" in row["verdict"]
+    assert "vs_baseline" not in rows["lr=0.01"]
+
+
+def test_report_html_is_self_contained_with_tables_and_images(study_dir):
+    out = report(study_dir)
+    assert out == study_dir / "report.html"
+    html = out.read_text()
+    for heading in ("Setup", "Results", "Against the baseline (lr=0.01)", "Learning curves", "Diagnostics",
+                    "Timing", "Model summaries", "Failed runs"):
+        assert f">{heading}</h" in html
+    assert html.count("<table>") >= 4 and "Learning rate against accuracy." in html
+    images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", html)
+    assert len(images) == 2 and all(base64.b64decode(i).startswith(PNG_MAGIC) for i in images)
+    assert "src='report_" not in html  # nothing refers to files outside the HTML
+    assert "Total params" in html  # the model summary table from cnnlab.inspect
+
+
+def test_report_markdown_has_pngs_beside_it(study_dir, tmp_path):
+    out = report(study_dir, tmp_path / "lab.html")
+    md = (tmp_path / "lab.md").read_text()
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert links == ["lab_curves.png", "lab_accuracy.png"]
+    assert all((tmp_path / link).read_bytes().startswith(PNG_MAGIC) for link in links)
+    assert "| variant | n | test acc (%) |" in md and "| lr=0.001 | 3 |" in md
+    assert out.read_text().startswith("<!DOCTYPE html>")
+    with pytest.raises(CnnlabError, match="ending in .html"):
+        report(study_dir, tmp_path / "lab.pdf")
+
+
+def test_compare_loose_runs(tmp_path):
+    cfg = {"data": {"dataset": "digits"}, "model": {"name": "mlp"}, "optim": {"lr": 0.01},
+           "train": {"epochs": 4, "seed": 0, "engine": "torch", "threads": 1}}
+    a = fake_train(cfg, str(tmp_path / "runs"), "a")
+    b = fake_train({**cfg, "optim": {"lr": 0.001}}, str(tmp_path / "runs"), "b")
+    out = compare([a, tmp_path / "runs" / "b"], tmp_path / "cmp.html")
+    md = out.with_suffix(".md").read_text()
+    assert "| a/v1 | (base config) |" in md and "| b/v1 | optim.lr=0.001 |" in md
+    assert "cannot be tested" in md  # one run each: no test, said plainly
+    with pytest.raises(CnnlabError, match="not a run folder"):
+        compare([tmp_path], tmp_path / "x.html")
+    assert b.is_dir()
+
+
+def test_cli_study_report_compare(study_dir, tmp_path, capsys):
+    assert cli.main(["report", str(study_dir), "-o", str(tmp_path / "r.html")]) == 0
+    assert (tmp_path / "r.html").is_file() and "report:" in capsys.readouterr().out
+    study_file = tmp_path / "s.yaml"
+    study_file.write_text("base: {data: {dataset: digits}}\ngrid: {optim.lr: [0.1, 0.01]}\nseeds: 2\n")
+    assert cli.main(["study", str(study_file), "--dry-run", "--out", str(tmp_path / "st")]) == 0
+    out = capsys.readouterr().out
+    assert "4 runs (2 variants x 2 seeds)" in out and "[todo] runs/lr=0.1/seed0" in out
+    assert cli.main(["study", str(tmp_path / "missing.yaml")]) == 2
+    assert "Cannot read study file" in capsys.readouterr().err
+    runs = sorted(study_dir.glob("runs/*/seed0/v1"))[:2]
+    assert cli.main(["compare", *map(str, runs), "-o", str(tmp_path / "c.html")]) == 0
