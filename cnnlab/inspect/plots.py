@@ -22,7 +22,7 @@ CORRECT_COLOUR, MISTAKE_COLOUR = "#1a7f37", "#cf222e"
 
 
 @dataclass(frozen=True)
-class TestOutputs:
+class Evaluation:
     """The test images with the model's class probabilities for them."""
 
     images: np.ndarray  # uint8 (N, C, H, W)
@@ -48,14 +48,14 @@ def load_run(run):
     return run
 
 
-def test_outputs(run) -> TestOutputs:
+def evaluate_test_set(run) -> Evaluation:
     """Predict the run's test set once (best checkpoint)."""
     run = load_run(run)
     data = run.test_data()
     if len(data.labels) == 0:
         raise DataError(f"The test set of run {getattr(run, 'path', run)} is empty; nothing to plot.")
     probs = np.asarray(run.predict(data.images), dtype=np.float64)
-    return TestOutputs(np.asarray(data.images), np.asarray(data.labels), probs, tuple(data.classes))
+    return Evaluation(np.asarray(data.images), np.asarray(data.labels), probs, tuple(data.classes))
 
 
 def _new_figure(width: float, height: float):
@@ -121,9 +121,9 @@ def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, num_classes: int
     return counts
 
 
-def confusion(run, outputs: TestOutputs | None = None):
+def confusion(run, outputs: Evaluation | None = None):
     """Normalised (per true class) confusion matrix on the test set, with per-class accuracy."""
-    outputs = outputs or test_outputs(run)
+    outputs = outputs or evaluate_test_set(run)
     classes = outputs.classes
     k = len(classes)
     counts = confusion_matrix(outputs.labels, outputs.predicted, k)
@@ -150,7 +150,7 @@ def confusion(run, outputs: TestOutputs | None = None):
     return fig
 
 
-def _choose(outputs: TestOutputs, n: int, mistakes_only: bool) -> np.ndarray:
+def _choose(outputs: Evaluation, n: int, mistakes_only: bool) -> np.ndarray:
     """Indices to show: the most confident mistakes, or a fixed random sample of the test set."""
     if mistakes_only:
         wrong = np.flatnonzero(outputs.predicted != outputs.labels)
@@ -168,14 +168,14 @@ def _as_display(image: np.ndarray) -> tuple[np.ndarray, str | None]:
     return np.transpose(image[:3], (1, 2, 0)), None
 
 
-def predictions(run, n: int = 25, mistakes_only: bool = False, outputs: TestOutputs | None = None):
+def predictions(run, n: int = 25, mistakes_only: bool = False, outputs: Evaluation | None = None):
     """A grid of test images with predicted and true class and confidence; mistakes in red.
 
     `mistakes_only` shows the most confident mistakes instead of a fixed sample.
     """
     if n < 1:
         raise CnnlabError(f"predictions(n={n}): n must be at least 1.")
-    outputs = outputs or test_outputs(run)
+    outputs = outputs or evaluate_test_set(run)
     chosen = _choose(outputs, n, mistakes_only)
     cols = max(1, math.ceil(math.sqrt(max(len(chosen), 1))))
     rows = max(1, math.ceil(len(chosen) / cols))
@@ -218,6 +218,6 @@ def plot_run(run_dir, mistakes_only: bool = False) -> list[Path]:
     """Write curves.png, confusion.png and predictions.png into the run folder."""
     run = load_run(run_dir)
     folder = Path(getattr(run, "path", run_dir))
-    outputs = test_outputs(run)
+    outputs = evaluate_test_set(run)
     figures = (curves(run), confusion(run, outputs), predictions(run, mistakes_only=mistakes_only, outputs=outputs))
     return [save_figure(fig, folder / name) for fig, name in zip(figures, PLOT_FILES)]
