@@ -106,6 +106,7 @@ def test_trajectory_matches_torch(opt_key, sched_name):
         np.testing.assert_allclose(mine, ref, rtol=1e-10, atol=1e-12)  # in fact to rounding
 
 
+@pytest.mark.filterwarnings("ignore:Detected call of")
 def test_onecycle_cycles_momentum_like_torch():
     """OneCycleLR moves SGD's momentum and Adam's beta1 as torch does."""
     for opt_name, key in (("SGD", "momentum"), ("Adam", "betas")):

@@ -56,7 +56,7 @@ def test_training_lowers_the_loss(optim_cfg):
     assert eval_correct > 16 and eval_loss / 32 < losses[0]
 
 
-def test_train_batch_is_torch_s_training_step():
+def test_train_batch_is_torch_s_training_step(one_thread):
     """Same weights and batches in float64: the engine's step (label-smoothed CE, backward,
     nesterov SGD with weight decay) equals a plain torch training loop to rounding."""
     torch.manual_seed(0)
@@ -164,7 +164,8 @@ def test_interrupted_scratch_run_resumes_exactly(tiny_config):
     """Through the fit loop and .npz checkpoints: optimiser, warm-up schedule and RNG state
     all come back, so the resumed run's metrics equal an uninterrupted run's."""
     config = tiny_config(**{"train.engine": "scratch", "optim.name": "adamw", "optim.lr": 3e-3,
-                            "schedule.warmup_epochs": 1, "data.augment": ["flip"]})
+                            "schedule.warmup_epochs": 1, "data.augment": ["flip"],
+                            "data.train_limit": 160})
     # train() does not seed the scratch generator (initial weights) yet: seed it here
     scratch_random.seed(5)
     full = train(config, quiet=True, plots=False)
