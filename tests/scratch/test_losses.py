@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cnnlab.errors import ModelError
 from cnnlab.scratch import losses
@@ -27,6 +29,27 @@ def test_cross_entropy_matches_torch(n, k, smoothing):
     assert isinstance(value, float)
     assert value == pytest.approx(expected.item(), rel=1e-12, abs=1e-14)
     np.testing.assert_allclose(grad, z.grad.numpy(), rtol=1e-10, atol=1e-14)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 12), k=st.integers(1, 9), smoothing=st.floats(0.0, 1.0),
+       scale=st.floats(1e-3, 60.0), seed=st.integers(0, 2**16), float32=st.booleans())
+def test_cross_entropy_random_cases_match_torch(n, k, smoothing, scale, seed, float32):
+    rng = np.random.default_rng(seed)
+    dtype = np.float32 if float32 else np.float64
+    logits = rng.normal(scale=scale, size=(n, k)).astype(dtype)
+    target = rng.integers(0, k, size=n)
+    loss_fn = losses.CrossEntropyLoss(label_smoothing=smoothing)
+    value = loss_fn.forward(logits, target)
+    grad = loss_fn.backward()
+
+    z = torch.tensor(logits, requires_grad=True)
+    expected = torch.nn.CrossEntropyLoss(label_smoothing=smoothing)(z, torch.from_numpy(target))
+    expected.backward()
+    tolerance = dict(rtol=1e-5, atol=1e-6) if float32 else dict(rtol=1e-10, atol=1e-12)
+    assert grad.dtype == dtype
+    np.testing.assert_allclose(value, expected.item(), **tolerance)
+    np.testing.assert_allclose(grad, z.grad.numpy(), **tolerance)
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.2])

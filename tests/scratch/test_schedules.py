@@ -221,3 +221,30 @@ def test_build_errors(cfg, message):
 def test_build_rejects_empty_loader():
     with pytest.raises(ConfigError, match="steps_per_epoch"):
         ours.build_scheduler(Adam([Parameter(np.zeros(1))]), {"name": "cosine"}, 0, 3)
+
+
+@pytest.mark.parametrize("case", ["onecycle-per-group", "sequential-3"])
+def test_every_param_group_follows_torch(case):
+    """Groups with their own lrs (and OneCycle's per-group max_lr) are scheduled separately."""
+    build = {
+        "onecycle-per-group": lambda m, o: m.OneCycleLR(o, max_lr=[0.7, 0.2], total_steps=30),
+        "sequential-3": CASES["sequential-3"],
+    }[case]
+
+    def run(module, optimizer):
+        scheduler = build(module, optimizer)
+        seen = []
+        for _ in range(30):
+            scheduler.step()
+            seen.append([g["lr"] for g in optimizer.param_groups])
+            assert scheduler.get_last_lr() == seen[-1]
+        return seen
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = run(TORCH, torch.optim.SGD(
+            [{"params": [torch.zeros(1)]}, {"params": [torch.zeros(1)], "lr": 0.05}], lr=0.3))
+    got = run(ours, SGD([{"params": [Parameter(np.zeros(1))]},
+                         {"params": [Parameter(np.zeros(1))], "lr": 0.05}], lr=0.3))
+    assert got == expected
+    assert got[5][0] != got[5][1]
