@@ -13,22 +13,27 @@ from cnnlab.scratch import losses
 from cnnlab.scratch.gradcheck import numerical_gradient
 
 
+def _ours_and_torch(logits, target, smoothing, dloss=1.0):
+    """(loss, dlogits) from the scratch loss and from torch's, for the same inputs."""
+    loss_fn = losses.CrossEntropyLoss(label_smoothing=smoothing)
+    value = loss_fn.forward(logits, target)
+    grad = loss_fn.backward(dloss)
+    z = torch.tensor(logits, requires_grad=True)
+    expected = torch.nn.CrossEntropyLoss(label_smoothing=smoothing)(z, torch.from_numpy(target))
+    (dloss * expected).backward()
+    return (value, grad), (expected.item(), z.grad.numpy())
+
+
 @pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.35, 1.0])
 @pytest.mark.parametrize("n, k", [(1, 2), (7, 5), (16, 10)])
 def test_cross_entropy_matches_torch(n, k, smoothing):
     rng = np.random.default_rng(n * 100 + k)
     logits = rng.normal(scale=3.0, size=(n, k))
     target = rng.integers(0, k, size=n)
-    loss_fn = losses.CrossEntropyLoss(label_smoothing=smoothing)
-    value = loss_fn.forward(logits, target)
-    grad = loss_fn.backward()
-
-    z = torch.tensor(logits, requires_grad=True)
-    expected = torch.nn.CrossEntropyLoss(label_smoothing=smoothing)(z, torch.from_numpy(target))
-    expected.backward()
+    (value, grad), (expected, expected_grad) = _ours_and_torch(logits, target, smoothing)
     assert isinstance(value, float)
-    assert value == pytest.approx(expected.item(), rel=1e-12, abs=1e-14)
-    np.testing.assert_allclose(grad, z.grad.numpy(), rtol=1e-10, atol=1e-14)
+    assert value == pytest.approx(expected, rel=1e-12, abs=1e-14)
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-10, atol=1e-14)
 
 
 @settings(max_examples=40, deadline=None)
@@ -39,17 +44,11 @@ def test_cross_entropy_random_cases_match_torch(n, k, smoothing, scale, seed, fl
     dtype = np.float32 if float32 else np.float64
     logits = rng.normal(scale=scale, size=(n, k)).astype(dtype)
     target = rng.integers(0, k, size=n)
-    loss_fn = losses.CrossEntropyLoss(label_smoothing=smoothing)
-    value = loss_fn.forward(logits, target)
-    grad = loss_fn.backward()
-
-    z = torch.tensor(logits, requires_grad=True)
-    expected = torch.nn.CrossEntropyLoss(label_smoothing=smoothing)(z, torch.from_numpy(target))
-    expected.backward()
+    (value, grad), (expected, expected_grad) = _ours_and_torch(logits, target, smoothing)
     tolerance = dict(rtol=1e-5, atol=1e-6) if float32 else dict(rtol=1e-10, atol=1e-12)
     assert grad.dtype == dtype
-    np.testing.assert_allclose(value, expected.item(), **tolerance)
-    np.testing.assert_allclose(grad, z.grad.numpy(), **tolerance)
+    np.testing.assert_allclose(value, expected, **tolerance)
+    np.testing.assert_allclose(grad, expected_grad, **tolerance)
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.2])
@@ -57,15 +56,9 @@ def test_cross_entropy_with_probability_targets_matches_torch(smoothing):
     rng = np.random.default_rng(3)
     logits = rng.normal(size=(6, 4))
     target = rng.dirichlet(np.ones(4), size=6)
-    loss_fn = losses.CrossEntropyLoss(label_smoothing=smoothing)
-    value = loss_fn(logits, target)
-    grad = loss_fn.backward(2.0)
-
-    z = torch.tensor(logits, requires_grad=True)
-    expected = torch.nn.CrossEntropyLoss(label_smoothing=smoothing)(z, torch.from_numpy(target))
-    (2.0 * expected).backward()
-    assert value == pytest.approx(expected.item(), rel=1e-12)
-    np.testing.assert_allclose(grad, z.grad.numpy(), rtol=1e-10, atol=1e-14)
+    (value, grad), (expected, expected_grad) = _ours_and_torch(logits, target, smoothing, 2.0)
+    assert value == pytest.approx(expected, rel=1e-12)
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-10, atol=1e-14)
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.15])
