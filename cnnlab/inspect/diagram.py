@@ -315,10 +315,10 @@ def draw(plan: Layout, orientation: str = "vertical", title: str = ""):
 
 
 def diagram(model_or_spec, input_shape=None, path=None, orientation: str = "vertical",
-            engine: str = "torch", num_classes: int = 10):
+            engine: str = "torch", num_classes: int = 10, **options):
     """Draw the model as a block diagram; write it to `path` (.png, .svg, .pdf) when given.
 
-    Accepts what `summary` accepts. Returns the matplotlib Figure.
+    Accepts what `summary` accepts, zoo options included. Returns the matplotlib Figure.
     """
     if orientation not in ORIENTATIONS:
         raise CnnlabError(f"orientation must be one of {', '.join(ORIENTATIONS)}; got {orientation!r}.")
@@ -326,7 +326,7 @@ def diagram(model_or_spec, input_shape=None, path=None, orientation: str = "vert
         raise CnnlabError(
             f"Cannot write a diagram to '{path}': the file name must end in {', '.join(FIGURE_SUFFIXES)}."
         )
-    source = load_model(model_or_spec, input_shape, engine=engine, num_classes=num_classes)
+    source = load_model(model_or_spec, input_shape, engine=engine, num_classes=num_classes, options=options)
     stats = collect(source.model, source.input_shape, model_name=source.name)
     plan = layout(list(stats.layers), stats.input_shape)
     shape = "x".join(str(s) for s in stats.input_shape)

@@ -58,8 +58,12 @@ def load_model(
     *,
     engine: str = "torch",
     num_classes: int = 10,
+    options: dict | None = None,
 ) -> ModelSource:
-    """Build (or take) the model to inspect and settle its input shape."""
+    """Build (or take) the model to inspect and settle its input shape.
+
+    `options` are a zoo model's options (e.g. `{"bn": False}` for `deep_cnn`).
+    """
     if engine not in ENGINES:
         raise ModelError(f"Unknown engine '{engine}'; choose one of {', '.join(ENGINES)}.")
     shape = parse_shape(input_shape)
@@ -73,13 +77,14 @@ def load_model(
 
     from cnnlab import models
 
-    options: dict = {}
+    options = dict(options or {})
     name = "spec"
     spec = model_or_spec
     if isinstance(model_or_spec, (str, Path)):
         path = Path(model_or_spec)
         if path.is_dir():
-            spec, options, run_shape, num_classes, name = _run_folder_model(path)
+            spec, run_options, run_shape, num_classes, name = _run_folder_model(path)
+            options = {**run_options, **options}
             shape = shape or run_shape
         elif path.suffix.lower() in (".yaml", ".yml"):
             spec, shape = models.spec_of(path, shape)  # the file may name its input shape
@@ -94,7 +99,7 @@ def load_model(
                 f"models: {', '.join(models.names())}.{did_you_mean(str(model_or_spec), models.names())}"
             )
     if isinstance(spec, str) and shape is None:
-        shape = tuple(models.get(spec).input_shape)
+        shape = tuple(models.spec_of(spec, None, **options)[1])
     if shape is None:
         raise ModelError("An input shape is needed for a model spec; pass input_shape=(C, H, W) or --input 3x32x32.")
     model = models.build(spec, input_shape=shape, num_classes=int(num_classes), engine=engine, **options)

@@ -271,7 +271,7 @@ class _Recorder:
         last = f" The last layer that ran was '{done[-1]}' with output {_format_shape(self.out_shapes[done[-1]])}." if done else ""
         return ModelError(
             f"The model cannot take input shape {_format_shape(input_shape)} (batch of 1): the "
-            f"forward pass broke at {where}: {type(err).__name__}: {err}.{last} Check the input "
+            f"forward pass broke at {where}: {type(err).__name__}: {str(err).rstrip('.')}.{last} Check the input "
             "shape (--input C x H x W) or the layer sizes."
         )
 

@@ -206,3 +206,10 @@ def test_dummy_input_follows_model_dtype():
     stats = summary(net, (1, 28, 28))
     assert stats.param_bytes == 8 * stats.total_params
     assert np.isclose(stats.input_bytes, 8 * 28 * 28)
+
+
+def test_zoo_options_reach_the_model():
+    with_bn, without_bn = summary("deep_cnn"), summary("deep_cnn", bn=False)
+    assert with_bn.running_stat_values > 0 and without_bn.running_stat_values == 0
+    assert "BatchNorm2d" not in without_bn.macs_by_kind
+    assert with_bn.conv_linear_macs == without_bn.conv_linear_macs
