@@ -76,8 +76,15 @@ def _positive_int(owner: str, name: str, value: Any, minimum: int = 1) -> int:
     return value
 
 
+def _number(owner: str, name: str, value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{owner} needs {name} to be a number; got {value!r}.") from None
+
+
 def _factor(owner: str, name: str, value: Any, low: float, high: float, low_open: bool) -> float:
-    number = float(value)
+    number = _number(owner, name, value)
     if number > high or number < low or (low_open and number == low):
         bracket = "(" if low_open else "["
         raise ConfigError(f"{owner} needs {name} in {bracket}{low}, {high}]; got {value!r}.")
@@ -170,7 +177,7 @@ class StepLR(LRScheduler):
 
     def __init__(self, optimizer: Any, step_size: int, gamma: float = 0.1, last_epoch: int = -1):
         self.step_size = _positive_int("StepLR", "step_size", step_size)
-        self.gamma = float(gamma)
+        self.gamma = _number("StepLR", "gamma", gamma)
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self) -> list[float]:
@@ -240,7 +247,7 @@ class CosineAnnealingLR(LRScheduler):
 
     def __init__(self, optimizer: Any, T_max: int, eta_min: float = 0.0, last_epoch: int = -1):
         self.T_max = _positive_int("CosineAnnealingLR", "T_max", T_max)
-        self.eta_min = float(eta_min)
+        self.eta_min = _number("CosineAnnealingLR", "eta_min", eta_min)
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self) -> list[float]:
@@ -343,8 +350,8 @@ class OneCycleLR(LRScheduler):
                     f"OneCycleLR got {len(value)} values for {name} but the optimizer has "
                     f"{len(groups)} param groups; give one value or one per group."
                 )
-            return [float(v) for v in value]
-        return [float(value)] * len(groups)
+            return [_number("OneCycleLR", name, v) for v in value]
+        return [_number("OneCycleLR", name, value)] * len(groups)
 
     def get_lr(self) -> list[float]:
         step = self.last_epoch
@@ -489,15 +496,20 @@ def build_scheduler(optimizer: Any, schedule_cfg: Any, steps_per_epoch: int,
         )
     steps_per_epoch = _positive_int("build_scheduler", "steps_per_epoch", steps_per_epoch)
     epochs = _positive_int("build_scheduler", "epochs", epochs)
+
+    def number(key: str, default: float | None) -> float | None:
+        value = config_value(schedule_cfg, key, default)
+        return None if value is None else _number("The schedule", f"schedule.{key}", value)
+
     total_steps = steps_per_epoch * epochs
-    warmup_epochs = float(config_value(schedule_cfg, "warmup_epochs", 0))
+    warmup_epochs = number("warmup_epochs", 0.0)
     warmup_steps = int(round(warmup_epochs * steps_per_epoch))
     if warmup_epochs < 0 or (warmup_steps >= total_steps and name != "constant"):
         raise ConfigError(
             f"schedule.warmup_epochs={warmup_epochs:g} must be >= 0 and shorter than the "
             f"{epochs} training epoch(s), so the '{name}' schedule has steps left."
         )
-    min_lr = float(config_value(schedule_cfg, "min_lr", 0.0))
+    min_lr = number("min_lr", 0.0)
 
     if name == "onecycle":
         if warmup_steps:
@@ -505,32 +517,33 @@ def build_scheduler(optimizer: Any, schedule_cfg: Any, steps_per_epoch: int,
                 f"schedule.warmup_epochs={warmup_epochs:g} with the onecycle schedule: onecycle "
                 "warms up by itself (pct_start); set warmup_epochs to 0."
             )
-        max_lr = config_value(schedule_cfg, "max_lr", None)
-        max_lrs = [float(max_lr)] * len(optimizer.param_groups) if max_lr is not None else [
-            float(group["lr"]) for group in _param_groups(optimizer)]
+        max_lr = number("max_lr", None)
+        groups = _param_groups(optimizer)
+        max_lrs = [max_lr] * len(groups) if max_lr is not None else [
+            float(group["lr"]) for group in groups]
         div_factor = 25.0
         final_div = max_lrs[0] / div_factor / min_lr if min_lr > 0 else 1e4
         return OneCycleLR(optimizer, max_lrs, total_steps=total_steps,
-                          pct_start=float(config_value(schedule_cfg, "pct_start", 0.3)),
+                          pct_start=number("pct_start", 0.3),
                           cycle_momentum=bool(config_value(schedule_cfg, "cycle_momentum", False)),
                           div_factor=div_factor, final_div_factor=final_div)
 
     if name == "constant":
         main: LRScheduler = ConstantLR(optimizer, factor=1.0, total_iters=0)
     elif name == "step":
-        step_size = config_value(schedule_cfg, "step_size", None)
-        if step_size is None or float(step_size) <= 0:
+        step_size = number("step_size", None)
+        if step_size is None or step_size <= 0:
             raise ConfigError(
                 f"The step schedule needs schedule.step_size > 0 (epochs between decays); "
                 f"got {step_size!r}."
             )
-        main = StepLR(optimizer, step_size=max(1, int(round(float(step_size) * steps_per_epoch))),
-                      gamma=float(config_value(schedule_cfg, "gamma", 0.1)))
+        main = StepLR(optimizer, step_size=max(1, int(round(step_size * steps_per_epoch))),
+                      gamma=number("gamma", 0.1))
     else:
         main = CosineAnnealingLR(optimizer, T_max=total_steps - warmup_steps, eta_min=min_lr)
     if warmup_steps == 0:
         return main
     warmup = LinearLR(optimizer,
-                      start_factor=float(config_value(schedule_cfg, "warmup_start_factor", 0.1)),
+                      start_factor=number("warmup_start_factor", 0.1),
                       end_factor=1.0, total_iters=warmup_steps)
     return SequentialLR(optimizer, [warmup, main], milestones=[warmup_steps])

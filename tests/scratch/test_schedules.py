@@ -211,6 +211,8 @@ def test_build_accepts_config_objects():
         ({"name": "step"}, r"step_size > 0"),
         ({"name": "cosine", "warmup_epochs": 6}, r"warmup_epochs=6 must be >= 0 and shorter"),
         ({"name": "onecycle", "warmup_epochs": 1}, r"warms up by itself"),
+        ({"name": "step", "step_size": 2, "gamma": "half"},
+         r"schedule.gamma to be a number; got 'half'"),
     ],
 )
 def test_build_errors(cfg, message):
