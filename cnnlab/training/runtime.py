@@ -77,3 +77,12 @@ def sigterm_as_interrupt():
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy, torch and the scratch engine's own generator (init and dropout)."""
+    from cnnlab.scratch import random as scratch_random
+    from cnnlab.utils import set_seed
+
+    set_seed(seed)
+    scratch_random.seed(seed)
