@@ -9,6 +9,7 @@ shares the predictions between the confusion matrix and the prediction grid.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from cnnlab.utils import atomic_path
 
 PLOT_FILES = ("curves.png", "confusion.png", "predictions.png")
 CORRECT_COLOUR, MISTAKE_COLOUR = "#1a7f37", "#cf222e"
+GRID_TITLE_SPACE, GRID_GAP = 0.32, 0.08  # prediction grid, in units of one image
 
 
 @dataclass(frozen=True)
@@ -171,29 +173,37 @@ def _as_display(image: np.ndarray) -> tuple[np.ndarray, str | None]:
 def predictions(run, n: int = 25, mistakes_only: bool = False, outputs: Evaluation | None = None):
     """A grid of test images with predicted and true class and confidence; mistakes in red.
 
-    `mistakes_only` shows the most confident mistakes instead of a fixed sample.
+    `mistakes_only` shows the most confident mistakes instead of a fixed sample. The grid is
+    one axes with an image per cell (not one axes per image), which renders several times faster.
     """
+    from matplotlib.patches import Rectangle
+
     if n < 1:
         raise CnnlabError(f"predictions(n={n}): n must be at least 1.")
     outputs = outputs or evaluate_test_set(run)
     chosen = _choose(outputs, n, mistakes_only)
     cols = max(1, math.ceil(math.sqrt(max(len(chosen), 1))))
     rows = max(1, math.ceil(len(chosen) / cols))
-    fig = _new_figure(1.9 * cols, 2.15 * rows + 0.4)
+    cell_h = 1 + GRID_TITLE_SPACE  # each image is 1 x 1 data units, its caption above it
+    fig = _new_figure(1.9 * cols, 1.9 * cell_h * rows + 0.5)
+    ax = fig.add_subplot(1, 1, 1)
     classes = outputs.classes
     for slot, index in enumerate(chosen):
-        ax = fig.add_subplot(rows, cols, slot + 1)
+        x0, y0 = slot % cols + GRID_GAP / 2, (slot // cols) * cell_h + GRID_TITLE_SPACE
+        size = 1 - GRID_GAP
         pixels, cmap = _as_display(outputs.images[index])
-        ax.imshow(pixels, cmap=cmap, vmin=0, vmax=255, interpolation="nearest")
+        ax.imshow(pixels, cmap=cmap, vmin=0, vmax=255, interpolation="nearest",
+                  extent=(x0, x0 + size, y0 + size, y0))
         pred, true = int(outputs.predicted[index]), int(outputs.labels[index])
         colour = CORRECT_COLOUR if pred == true else MISTAKE_COLOUR
-        ax.set_title(f"{classes[pred]} {outputs.confidence[index]:.0%}\ntrue: {classes[true]}",
-                     fontsize=8, color=colour)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        for spine in ax.spines.values():
-            spine.set_edgecolor(colour)
-            spine.set_linewidth(1 if pred == true else 3)
+        ax.add_patch(Rectangle((x0, y0), size, size, fill=False, edgecolor=colour,
+                               linewidth=1 if pred == true else 3))
+        ax.text(x0 + size / 2, y0 - 0.03, f"{classes[pred]} {outputs.confidence[index]:.0%}\ntrue: {classes[true]}",
+                ha="center", va="bottom", fontsize=8, color=colour)
+    ax.set_xlim(0, cols)
+    ax.set_ylim(rows * cell_h, 0)
+    ax.set_aspect("equal")
+    ax.set_axis_off()
     wrong = int(np.sum(outputs.predicted[chosen] != outputs.labels[chosen]))
     if mistakes_only:
         title = f"Most confident mistakes ({len(chosen)} of {int(np.sum(outputs.predicted != outputs.labels)):,})"
@@ -215,9 +225,19 @@ def save_figure(fig, path: str | Path) -> Path:
 
 
 def plot_run(run_dir, mistakes_only: bool = False) -> list[Path]:
-    """Write curves.png, confusion.png and predictions.png into the run folder."""
+    """Write curves.png, confusion.png and predictions.png into the run folder.
+
+    The curves need only metrics.csv, so they are written even when the test set cannot be
+    predicted (no checkpoint yet, dataset gone); the other two are then skipped with a warning.
+    Returns the paths written.
+    """
     run = load_run(run_dir)
     folder = Path(getattr(run, "path", run_dir))
-    outputs = evaluate_test_set(run)
-    figures = (curves(run), confusion(run, outputs), predictions(run, mistakes_only=mistakes_only, outputs=outputs))
-    return [save_figure(fig, folder / name) for fig, name in zip(figures, PLOT_FILES)]
+    written = [save_figure(curves(run), folder / PLOT_FILES[0])]
+    try:
+        outputs = evaluate_test_set(run)
+    except CnnlabError as err:
+        warnings.warn(f"{PLOT_FILES[1]} and {PLOT_FILES[2]} skipped for {folder}: {err}", stacklevel=2)
+        return written
+    figures = (confusion(run, outputs), predictions(run, mistakes_only=mistakes_only, outputs=outputs))
+    return written + [save_figure(fig, folder / name) for fig, name in zip(figures, PLOT_FILES[1:])]

@@ -52,7 +52,7 @@ def test_plot_run_writes_three_decodable_pngs_and_predicts_once(tmp_path):
     paths = plot_run(run)
     assert [p.name for p in paths] == ["curves.png", "confusion.png", "predictions.png"]
     assert run.calls == [30]  # the test set is predicted once, shared by two figures
-    expected = {"curves.png": (1000, 520), "confusion.png": (570, 450), "predictions.png": (950, 1115)}
+    expected = {"curves.png": (1000, 520), "confusion.png": (570, 450), "predictions.png": (950, 1304)}
     for path in paths:
         assert path.stat().st_size > 1000
         assert _decoded_size(path) == expected[path.name]
@@ -108,17 +108,34 @@ def test_mistakes_only_shows_the_most_confident_mistakes_first():
     out = _outputs()
     assert _choose(out, 10, mistakes_only=True).tolist() == [3, 1, 5]
     fig = predictions(None, n=2, mistakes_only=True, outputs=out)
-    titles = [ax.get_title() for ax in fig.axes]
-    assert titles == ["bird 90%\ntrue: dog", "dog 70%\ntrue: cat"]
+    assert _captions(fig) == ["bird 90%\ntrue: dog", "dog 70%\ntrue: cat"]
+
+
+def _captions(fig) -> list[str]:
+    return [t.get_text() for t in fig.axes[0].texts]
 
 
 def test_prediction_grid_is_a_fixed_sample_with_mistakes_highlighted():
     out = _outputs()
     first = predictions(None, n=4, outputs=out)
     second = predictions(None, n=4, outputs=out)
-    assert [a.get_title() for a in first.axes] == [a.get_title() for a in second.axes]
-    assert len(first.axes) == 4 == math.ceil(math.sqrt(4)) ** 2
-    colours = {a.get_title(): a.title.get_color() for a in first.axes}
-    for title, colour in colours.items():
-        predicted, truth = title.split(" ")[0], title.split("true: ")[1]
-        assert (colour == "#cf222e") == (predicted != truth)
+    assert _captions(first) == _captions(second) and len(_captions(first)) == 4
+    assert len(first.axes[0].images) == 4 == math.ceil(math.sqrt(4)) ** 2
+    frames = first.axes[0].patches
+    for caption, frame in zip(first.axes[0].texts, frames):
+        predicted, truth = caption.get_text().split(" ")[0], caption.get_text().split("true: ")[1]
+        mistake = predicted != truth
+        assert (caption.get_color() == "#cf222e") == mistake
+        assert frame.get_linewidth() == (3 if mistake else 1)
+
+
+def test_plot_run_keeps_the_curves_when_the_test_set_cannot_be_predicted(tmp_path):
+    run = _fake_run(tmp_path / "run")
+
+    def no_checkpoint(*_, **__):
+        raise CnnlabError("Run has no 'best' checkpoint")
+
+    run.predict = no_checkpoint
+    with pytest.warns(UserWarning, match="confusion.png and predictions.png skipped.*no 'best' checkpoint"):
+        paths = plot_run(run)
+    assert [p.name for p in paths] == ["curves.png"] and paths[0].stat().st_size > 1000
