@@ -110,7 +110,9 @@ def overfitting(rows: Sequence[Mapping], th: Thresholds = DEFAULT) -> Finding | 
                  "val_loss_final": val_loss[-1], "val_loss_rise": val_rise,
                  "train_loss_drop_after_min": train_drop},
             )
-    if train_acc and val_acc and _finite(train_acc[-1:] + val_acc[-1:]):
+    # a gap means overfitting only once the training set is learned; below that it is noise
+    # (dropout active in train mode, a small val split) and the underfitting check speaks
+    if train_acc and val_acc and _finite(train_acc[-1:] + val_acc[-1:]) and train_acc[-1] >= th.underfit_train_acc:
         gap = train_acc[-1] - val_acc[-1]
         if gap > th.overfit_gap:
             return Finding(

@@ -164,9 +164,10 @@ def _grid_axes(where: str, grid: Mapping) -> dict[str, list]:
 
 
 def _short_keys(keys: list[str]) -> dict[str, str]:
-    """Label each dotted key by its last part, or the full key where last parts collide."""
-    last = [k.rsplit(".", 1)[-1] for k in keys]
-    return {k: (s if last.count(s) == 1 else k) for k, s in zip(keys, last)}
+    """Label each dotted key by its last part ('optim.lr' -> 'lr'; 'model.name' -> 'model'),
+    or by the full key where labels would collide."""
+    short = [k.split(".")[0] if k.endswith(".name") else k.rsplit(".", 1)[-1] for k in keys]
+    return {k: (s if short.count(s) == 1 else k) for k, s in zip(keys, short)}
 
 
 def _variants(where: str, raw_variants: Any, axes: dict[str, list], keep: list | None) -> tuple[Variant, ...]:

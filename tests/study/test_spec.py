@@ -9,7 +9,7 @@ BASE = {"data": {"dataset": "digits"}, "model": {"name": "mlp"}, "train": {"epoc
 def test_grid_is_a_cartesian_product_times_seeds():
     study = parse_study({"base": BASE, "grid": {"optim.lr": [0.1, 0.01], "optim.name": ["sgd", "adam", "adamw"]},
                          "seeds": 2})
-    assert [v.name for v in study.variants][:3] == ["lr=0.1, name=sgd", "lr=0.1, name=adam", "lr=0.1, name=adamw"]
+    assert [v.name for v in study.variants][:3] == ["lr=0.1, optim=sgd", "lr=0.1, optim=adam", "lr=0.1, optim=adamw"]
     specs = expand(study)
     assert len(specs) == 2 * 3 * 2
     assert {(s.config["optim"]["lr"], s.config["optim"]["name"]) for s in specs} == {
@@ -17,8 +17,8 @@ def test_grid_is_a_cartesian_product_times_seeds():
     # seeds count from base train.seed; every run has its own folder
     assert sorted({s.seed for s in specs}) == [10, 11]
     assert len({s.relpath for s in specs}) == len(specs)
-    assert specs[0].relpath == "runs/lr=0.1-name=sgd/seed10"
-    assert study.baseline == "lr=0.1, name=sgd"
+    assert specs[0].relpath == "runs/lr=0.1-optim=sgd/seed10"
+    assert study.baseline == "lr=0.1, optim=sgd"
 
 
 def test_variants_combine_with_grid_and_explicit_seeds():
