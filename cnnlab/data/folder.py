@@ -12,11 +12,12 @@ import os
 import re
 import tarfile
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 
 from cnnlab.data.dataset import ArrayDataset
+from cnnlab.data.tarscan import scan_tar
 from cnnlab.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -148,35 +149,21 @@ def _refs_from_dir(path: Path) -> list[ImageRef]:
     refs = []
     for split in SPLITS:
         split_dir = root / split
-        if not split_dir.is_dir():
-            continue
-        for class_dir in sorted((d for d in split_dir.iterdir() if d.is_dir()), key=lambda d: _natural_key(d.name)):
-            files = [f for f in class_dir.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()]
+        if split_dir.is_dir():
             refs += [ImageRef(str(f), split, class_dir.name, str(f))
-                     for f in sorted(files, key=lambda f: _natural_key(f.name))]
+                     for class_dir in split_dir.iterdir() if class_dir.is_dir()
+                     for f in class_dir.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()]
     return _sorted_refs(refs)
 
 
 def _refs_from_tar(path: Path) -> list[ImageRef]:
-    try:
-        with tarfile.open(path, "r:") as tar:
-            members = tar.getmembers()
-    except tarfile.ReadError:
-        raise DataError(f"{path} is a compressed tar; cnnlab reads image trees from an "
-                        f"uncompressed .tar (decompress it first, e.g. with gunzip).") from None
-    except (tarfile.TarError, OSError, EOFError) as err:
-        raise DataError(f"cannot read the tar archive {path}: {err}; it is truncated or corrupt.") from None
     refs, prefixes = [], set()
-    for member in members:
-        parts = PurePosixPath(member.name).parts
-        parts = parts[1:] if parts and parts[0] == "." else parts
-        if not member.isfile() or PurePosixPath(member.name).suffix.lower() not in IMAGE_SUFFIXES:
-            continue
-        if len(parts) < 3 or parts[-3] not in SPLITS:
-            continue  # not <split>/<class>/<file>
-        prefixes.add(parts[:-3])
-        refs.append(ImageRef(f"{path}:{member.name}", parts[-3], parts[-2], str(path),
-                             member.offset_data, member.size))
+    for name, offset, size in _tar_files(path):
+        parts = [p for p in name.split("/") if p not in ("", ".")]
+        if len(parts) < 3 or parts[-3] not in SPLITS or not name.lower().endswith(IMAGE_SUFFIXES):
+            continue  # not <split>/<class>/<image>
+        prefixes.add(tuple(parts[:-3]))
+        refs.append(ImageRef(f"{path}:{name}", parts[-3], parts[-2], str(path), offset, size))
     if len(prefixes) > 1:
         shown = ", ".join(sorted("/".join(p) or "." for p in prefixes)[:5])
         raise DataError(f"the tar archive {path} holds several image trees ({shown}); it must hold "
@@ -184,9 +171,33 @@ def _refs_from_tar(path: Path) -> list[ImageRef]:
     return _sorted_refs(refs)
 
 
+def _tar_files(path: Path) -> list[tuple[str, int, int]]:
+    """(name, data offset, size) of each regular file; `tarfile` only when the fast scan declines."""
+    try:
+        listing = scan_tar(path)
+        if listing is not None:
+            return listing
+        with tarfile.open(path, "r:") as tar:
+            return [(m.name, m.offset_data, m.size) for m in tar.getmembers() if m.isreg()]
+    except tarfile.ReadError:
+        raise DataError(f"{path} is a compressed tar; cnnlab reads image trees from an "
+                        f"uncompressed .tar (decompress it first, e.g. with gunzip).") from None
+    except (tarfile.TarError, OSError, EOFError, ValueError) as err:
+        raise DataError(f"cannot read the tar archive {path}: {err}; it is truncated or corrupt.") from None
+
+
 def _sorted_refs(refs: list[ImageRef]) -> list[ImageRef]:
-    # a stable order independent of the file system's listing order
-    return sorted(refs, key=lambda r: (SPLITS.index(r.split), _natural_key(r.label), _natural_key(r.name)))
+    """A stable order independent of listing order: split, class, then file name (natural)."""
+    keys: dict[str, list] = {}
+
+    def natural(text: str):
+        key = keys.get(text)
+        if key is None:
+            key = keys[text] = _natural_key(text)
+        return key
+
+    return sorted(refs, key=lambda r: (SPLITS.index(r.split), natural(r.label),
+                                       _natural_key(os.path.basename(r.name.replace(":", "/"))), r.name))  # tar refs: "archive:member"
 
 
 def _natural_key(text: str):
