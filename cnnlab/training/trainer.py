@@ -101,10 +101,11 @@ def train(config=None, out=None, name=None, resume=None, *, callbacks=(), quiet:
     predictions PNGs at the end.
     """
     if resume is not None:
-        if config is not None:
+        if config is not None or out is not None or name is not None:
             raise ConfigError(
-                "train(resume=...) continues a run with its own config.yaml; do not pass a config "
-                f"as well (got {type(config).__name__})."
+                "train(resume=...) continues a run with its own config.yaml, folder and name; do "
+                f"not pass config, out or name as well (got config={type(config).__name__}, "
+                f"out={out!r}, name={name!r})."
             )
         run_dir = find_run_dir(resume)
         config = Run.load(run_dir).config
@@ -136,6 +137,7 @@ def _resume(run_dir: Path, callbacks, quiet, plots) -> Run:
 
 
 def _standard_callbacks(session: Session, run_dir: Path, log: RunLog, quiet: bool) -> list:
+    """Timer first (others read its numbers), last.pt last (it saves everyone's final state)."""
     t = session.config.train
     suffix = session.engine.checkpoint_suffix
     extra = {"config": session.config.to_dict()}
@@ -211,7 +213,7 @@ def _execute(session: Session, run_dir: Path, checkpoint, extra_callbacks, quiet
                   f"{config.train.engine} engine on {session.engine.device}, "
                   f"{result['params']:,} params")
     write_json(run_dir / "result.json", result)
-    timer = callbacks[0]
+    timer = next(c for c in callbacks if isinstance(c, cb.Timer))
     try:
         with sigterm_as_interrupt():
             state = fit(session.engine, session.train_loader, session.val_loader,

@@ -139,14 +139,12 @@ def test_run_load_rejects_a_folder_that_is_not_a_run(tmp_path):
         Run.load(tmp_path)
 
 
-def test_scratch_engine_runs_resume_exactly_with_npz_checkpoints(tiny_config):
-    config = tiny_config(**{"train.engine": "scratch", "data.train_limit": 200})
-    full = train(config, quiet=True, plots=False)
-    assert {"best.npz", "last.npz"} <= {p.name for p in full.path.iterdir()}
-    with pytest.raises(TrainingInterrupted):
-        train(config, quiet=True, plots=False, callbacks=[StopAt(2)])
-    resumed = train(resume=full.path.parent / "v2", quiet=True, plots=False)
-    assert _metrics_without_time(resumed.path) == _metrics_without_time(full.path)
-    test = full.test_data()
-    assert (full.predict(test.images).argmax(1) == test.labels).mean() == pytest.approx(
-        full.result["test_acc"])
+def test_scratch_engine_runs_write_npz_and_predict_like_their_test_accuracy(tiny_config):
+    # exact resume of scratch runs is covered in test_scratch_engine.py
+    run = train(tiny_config(**{"train.engine": "scratch", "data.train_limit": 200}), quiet=True,
+                plots=False)
+    assert {"best.npz", "last.npz"} <= {p.name for p in run.path.iterdir()}
+    assert run.result["engine"] == "scratch" and run.checkpoint("last")["epoch"] == 3
+    test = run.test_data()
+    assert (run.predict(test.images).argmax(1) == test.labels).mean() == pytest.approx(
+        run.result["test_acc"])
