@@ -322,7 +322,8 @@ class MaxPool2d(_Pool):
         return self._checked(x, lambda: F.max_pool2d_forward(
             x, self.kernel_size, self.stride, self.padding, self.dilation))
 
-    _backward = staticmethod(F.max_pool2d_backward)
+    def _backward(self, dout, cache):
+        return F.max_pool2d_backward(dout, cache)
 
 
 class AvgPool2d(_Pool):
@@ -343,7 +344,8 @@ class AvgPool2d(_Pool):
         return self._checked(x, lambda: F.avg_pool2d_forward(
             x, self.kernel_size, self.stride, self.padding, self.count_include_pad))
 
-    _backward = staticmethod(F.avg_pool2d_backward)
+    def _backward(self, dout, cache):
+        return F.avg_pool2d_backward(dout, cache)
 
 
 class AdaptiveAvgPool2d(_Pool):
