@@ -4,16 +4,41 @@
     prepared = prepare(cfg.data, seed)          # train/val/test, mean/std, classes
     loader = BatchLoader(prepared.train, 128, shuffle=True, mean=prepared.mean,
                          std=prepared.std, augment=("crop", "flip"))
+
+Names are imported on first use, so `cnnlab datasets` does not pay for importing torch.
 """
 
-from cnnlab.data.augment import AUGMENTATIONS, check_augment
-from cnnlab.data.dataset import ArrayDataset
-from cnnlab.data.loader import BatchLoader
-from cnnlab.data.registry import describe, load, names, resolve_data_dir
-from cnnlab.data.splits import Prepared, channel_stats, prepare, stratified_split, stratified_subset
+from __future__ import annotations
 
-__all__ = [
-    "AUGMENTATIONS", "ArrayDataset", "BatchLoader", "Prepared", "channel_stats", "check_augment",
-    "describe", "load", "names", "prepare", "resolve_data_dir", "stratified_split",
-    "stratified_subset",
-]
+import importlib
+
+# public name -> module
+_EXPORTS = {
+    "AUGMENTATIONS": "cnnlab.data.augment",
+    "check_augment": "cnnlab.data.augment",
+    "ArrayDataset": "cnnlab.data.dataset",
+    "BatchLoader": "cnnlab.data.loader",
+    "describe": "cnnlab.data.registry",
+    "load": "cnnlab.data.registry",
+    "names": "cnnlab.data.registry",
+    "resolve_data_dir": "cnnlab.data.registry",
+    "Prepared": "cnnlab.data.splits",
+    "channel_stats": "cnnlab.data.splits",
+    "prepare": "cnnlab.data.splits",
+    "stratified_split": "cnnlab.data.splits",
+    "stratified_subset": "cnnlab.data.splits",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'cnnlab.data' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

@@ -9,13 +9,13 @@ work on uint8; `rotate` interpolates and needs float input in [0, 1].
 from __future__ import annotations
 
 import math
-from typing import Callable
-
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING, Callable
 
 from cnnlab.errors import ConfigError
 from cnnlab.utils import did_you_mean
+
+if TYPE_CHECKING:  # torch is imported by the functions, so checking names stays cheap
+    import torch
 
 ROTATE_MAX_DEGREES = 10.0
 
@@ -27,6 +27,9 @@ def crop_padding(height: int, width: int) -> int:
 
 def random_crop(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Pad with zeros and crop back to (H, W) at a random offset per sample. x: (B, C, H, W)."""
+    import torch
+    import torch.nn.functional as F
+
     batch, _, height, width = x.shape
     pad = crop_padding(height, width)
     offsets = torch.randint(0, 2 * pad + 1, (2, batch), generator=generator).to(x.device)
@@ -38,6 +41,8 @@ def random_crop(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Mirror each sample left-right with probability 0.5. x: (B, C, H, W)."""
+    import torch
+
     chosen = (torch.rand(x.shape[0], generator=generator) < 0.5).nonzero().squeeze(1).to(x.device)
     # copy only the chosen half: twice as fast as torch.where over the whole batch
     return x.clone().index_copy_(0, chosen, x.index_select(0, chosen).flip(3))
@@ -45,6 +50,9 @@ def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 def random_rotate(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Rotate each sample by a uniform angle in ±10 degrees, zeros outside. x: float (B, C, H, W)."""
+    import torch
+    import torch.nn.functional as F
+
     if not x.is_floating_point():
         raise TypeError("random_rotate needs float input in [0, 1]")
     batch, _, height, width = x.shape
@@ -61,7 +69,7 @@ def random_rotate(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 
 # name -> (function, needs float input)
-AUGMENTATIONS: dict[str, tuple[Callable[[torch.Tensor, torch.Generator], torch.Tensor], bool]] = {
+AUGMENTATIONS: dict[str, tuple[Callable[["torch.Tensor", "torch.Generator"], "torch.Tensor"], bool]] = {
     "crop": (random_crop, False),
     "flip": (random_flip, False),
     "rotate": (random_rotate, True),

@@ -214,8 +214,11 @@ def _load_folder(path_text: str, root: Path) -> dict[str, ArrayDataset]:
 
 
 def _search_dirs(spec: RemoteDataset, root: Path) -> list[tuple[Path, bool]]:
-    """(folder, must_checksum): files loose in the data dir must prove which dataset they are."""
-    return [(root / spec.name, False), (root, True)]
+    """(folder, must_checksum): loose files whose names several datasets share (MNIST and
+    Fashion-MNIST) must prove by checksum which dataset they are."""
+    shared_names = any(f.name == g.name for other in REMOTE.values() if other.name != spec.name
+                       for f in spec.files for g in other.files)
+    return [(root / spec.name, False), (root, shared_names)]
 
 
 def _find_files(spec: RemoteDataset, root: Path) -> list[Path | None]:

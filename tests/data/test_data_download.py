@@ -98,3 +98,21 @@ def test_describe_reports_missing_mismatching_and_loose_files(tmp_path, write_id
     (tmp_path / "fashion-mnist" / "train-images-idx3-ubyte.gz").unlink()
     rows = {r["name"]: r for r in describe(tmp_path)}
     assert not rows["fashion-mnist"]["present"]
+
+
+def test_cifar_archive_downloads_then_loads_from_the_cache(tmp_path, write_cifar, serve_folder, monkeypatch):
+    written = write_cifar(tmp_path / "mirror" / "cifar10")
+    monkeypatch.setitem(registry.REMOTE, "cifar10", _with_checksums_of(registry.CIFAR10, tmp_path / "mirror" / "cifar10"))
+    splits = load("cifar10", tmp_path / "data", mirror=serve_folder(tmp_path / "mirror"))
+    np.testing.assert_array_equal(splits["test"].images, written["test"][0])
+    assert (tmp_path / "data" / "cifar10" / "cifar-10-python.tar.gz").is_file()
+    assert len(list((tmp_path / "data" / "cache").iterdir())) == 1
+    rows = {r["name"]: r for r in describe(tmp_path / "data")}
+    assert rows["cifar10"]["verified"] is True
+
+
+def test_describe_says_extracted_cifar_batches_have_no_checksum(tmp_path, write_cifar):
+    write_cifar(tmp_path / "cifar10", as_archive=False)
+    row = {r["name"]: r for r in describe(tmp_path)}["cifar10"]
+    assert row["present"] and row["verified"] is None and "no published checksum" in row["note"]
+    assert row["location"] == str(tmp_path / "cifar10" / "cifar-10-batches-py")
