@@ -65,11 +65,14 @@ def read_json(path: str | os.PathLike):
 
 
 def set_seed(seed: int) -> None:
-    """Seed Python's, NumPy's and torch's generators."""
+    """Seed Python's, NumPy's, the scratch engine's and torch's generators."""
     import numpy as np
+
+    from cnnlab.scratch import random as scratch_random
 
     random.seed(seed)
     np.random.seed(seed % (2**32))
+    scratch_random.seed(seed)
     try:
         import torch
 
