@@ -205,8 +205,16 @@ def _is_done(entry: dict, study_dir: Path) -> bool:
     return result.is_file() and read_json(result).get("status") == DONE
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (respects taskset and cpusets, unlike os.cpu_count)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def _split_threads(jobs: int) -> int:
-    return max(1, (os.cpu_count() or 1) // jobs)
+    return max(1, usable_cores() // jobs)
 
 
 # --- backends -------------------------------------------------------------------------------------
@@ -383,7 +391,7 @@ def run_study(
     previous = read_json(state_path) if state_path.is_file() else None
     state = _initial_state(study, specs, previous)
     todo = [s for s in specs if not _is_done(state["runs"][s.key], folder)]
-    jobs = jobs or max(1, min(os.cpu_count() or 1, len(todo)))
+    jobs = jobs or max(1, min(usable_cores(), len(todo)))
     threads = _split_threads(jobs)
     outcome = StudyOutcome(study, folder, specs, skipped=[s.key for s in specs if s not in todo],
                            dry_run=dry_run, jobs=jobs, threads=threads)

@@ -6,6 +6,7 @@ import yaml
 
 from cnnlab.errors import CnnlabError
 from cnnlab.study import aggregate, report, run_study
+from cnnlab.study.runner import usable_cores
 from cnnlab.study.store import read_state
 
 from fakes import CRASH_LR, DIE_LR, dying_train, fake_train
@@ -35,7 +36,7 @@ def test_a_crashing_run_is_recorded_and_the_others_finish(tmp_path):
     log = (outcome.study_dir / crashed["log"]).read_text()
     assert "Traceback" in log and "RuntimeError: simulated crash" in log
     # threads were split between the two jobs, in the environment and in the config
-    threads = max(1, (os.cpu_count() or 1) // 2)
+    threads = max(1, usable_cores() // 2)
     ok_log = (outcome.study_dir / state["runs"]["lr=0.01/seed0"]["log"]).read_text()
     assert f"threads={threads} OMP_NUM_THREADS={threads}" in ok_log
 
