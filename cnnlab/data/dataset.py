@@ -9,7 +9,7 @@ import numpy as np
 from cnnlab.errors import DataError
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # == on arrays is ambiguous: compare fields explicitly
 class ArrayDataset:
     """Images, labels and class names held in memory.
 

@@ -64,9 +64,9 @@ def read_image_folder(path: str | os.PathLike, workers: int | None = None) -> di
     images = decode_images(refs, channels, (height, width), workers)
     label_of = {name: i for i, name in enumerate(classes)}
     labels = np.array([label_of[ref.label] for ref in refs], dtype=np.int64)
-    split_of = np.array([ref.split for ref in refs])
-    return {split: ArrayDataset(images[split_of == split], labels[split_of == split], classes)
-            for split in SPLITS}
+    n_train = counts["train"]  # refs are sorted train first
+    return {"train": ArrayDataset(images[:n_train], labels[:n_train], classes),
+            "test": ArrayDataset(images[n_train:], labels[n_train:], classes)}
 
 
 def decode_images(refs: list[ImageRef], channels: int, size: tuple[int, int],
@@ -100,8 +100,8 @@ def _decode_chunk(task) -> np.ndarray:
         for i, ref in enumerate(refs):
             data = _read_bytes(ref, open_files)
             try:
-                with Image.open(io.BytesIO(data)) as image:
-                    image = image.convert(mode)
+                with Image.open(io.BytesIO(data)) as decoded:
+                    image = decoded.convert(mode)
             except (UnidentifiedImageError, OSError, ValueError) as err:
                 raise DataError(f"cannot decode image {ref.name}: {err}. Remove or replace the file.") from None
             if image.size != (width, height):

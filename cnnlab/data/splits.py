@@ -69,7 +69,7 @@ def channel_stats(images_u8: np.ndarray) -> tuple[tuple[float, ...], tuple[float
     return tuple(means), tuple(stds)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Prepared:
     """The splits of one run and their normalisation (mean/std per channel, [0, 1] units)."""
 
