@@ -105,3 +105,19 @@ def test_real_mnist_loads_with_known_counts(shared_data):
                                                             5918, 6265, 5851, 5949]
     mean, std = channel_stats(splits["train"].images[:300])
     assert 0.10 < mean[0] < 0.16 and 0.28 < std[0] < 0.34
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(counts=st.lists(st.integers(1, 40), min_size=1, max_size=6), n=st.integers(0, 250),
+       seed=st.integers(0, 2**31))
+def test_subset_sizes_follow_class_shares_within_one(counts, n, seed):
+    labels = np.repeat(np.arange(len(counts)), counts)
+    np.random.default_rng(seed).shuffle(labels)
+    idx = stratified_subset(labels, n, seed)
+    assert len(idx) == min(n, len(labels)) and len(np.unique(idx)) == len(idx)
+    taken = np.bincount(labels[idx], minlength=len(counts))
+    share = np.array(counts) * min(n, len(labels)) / len(labels)
+    assert np.all(np.abs(taken - share) < 1 + 1e-9)
