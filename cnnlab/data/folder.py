@@ -101,14 +101,15 @@ def _decode_chunk(task) -> np.ndarray:
             data = _read_bytes(ref, open_files)
             try:
                 with Image.open(io.BytesIO(data)) as decoded:
-                    image = decoded.convert(mode)
+                    # convert only when needed: a no-op convert still copies (~10% of decode)
+                    image = decoded if decoded.mode == mode else decoded.convert(mode)
+                    if image.size != (width, height):
+                        raise DataError(f"image {ref.name} is {image.size[0]}x{image.size[1]} but the "
+                                        f"first image is {width}x{height}; all images of a folder "
+                                        "dataset must have the same size. Resize them first.")
+                    out[i] = np.asarray(image).reshape(height, width, channels)
             except (UnidentifiedImageError, OSError, ValueError) as err:
                 raise DataError(f"cannot decode image {ref.name}: {err}. Remove or replace the file.") from None
-            if image.size != (width, height):
-                raise DataError(f"image {ref.name} is {image.size[0]}x{image.size[1]} but the first "
-                                f"image is {width}x{height}; all images of a folder dataset must "
-                                "have the same size. Resize them first.")
-            out[i] = np.asarray(image).reshape(height, width, channels)
     finally:
         for f in open_files.values():
             f.close()
