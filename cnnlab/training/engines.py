@@ -80,6 +80,8 @@ class TorchEngine:
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self._on_cuda = self._device.type == "cuda"
         self._autocast = bool(amp) and self._on_cuda
+        if self._on_cuda:  # fixed batch shapes: let cuDNN pick the fastest conv algorithms
+            torch.backends.cudnn.benchmark = True
 
     def train(self) -> None:
         self.model.train()
