@@ -21,6 +21,7 @@ def _colors(n: int) -> list:
 def curves_figure(data: StudyData):
     """2 x 2 panels (loss and accuracy, train and val); one colour per variant."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(11, 7.5), layout="constrained")
     axes = fig.subplots(2, 2)
@@ -37,6 +38,7 @@ def curves_figure(data: StudyData):
                             color=color, alpha=0.18, lw=0)
         ax.set_title(title)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("%" if key.endswith("acc") else "cross-entropy")
         ax.grid(alpha=0.3)
     handles, labels = axes.flat[1].get_legend_handles_labels()

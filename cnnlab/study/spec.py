@@ -99,9 +99,11 @@ class RunSpec:
 
     @property
     def fingerprint(self) -> str:
-        """A hash of the config (minus thread count) that decides whether a past run still counts."""
+        """A hash of the config that decides whether a past run still counts. The thread count
+        and the data folder's location are left out: they change where and how fast, not what."""
         cfg = copy.deepcopy(self.config)
         cfg.get("train", {}).pop("threads", None)
+        cfg.get("data", {}).pop("data_dir", None)
         return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

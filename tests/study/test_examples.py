@@ -50,6 +50,7 @@ def test_every_profile_expands_into_valid_runs(path):
                     reason="set CNNLAB_EXAMPLES=1 to run the examples' quick profiles (~1 min each)")
 @pytest.mark.parametrize("path", STUDIES, ids=NAMES)
 def test_quick_profile_runs_and_reports(path, shared_data, tmp_path):
+    _expand_or_xfail(load_study(path, profile="quick"))
     outcome = run_study(path, profile="quick", jobs=2, out=tmp_path, data_dir=shared_data)
     assert outcome.ok, f"failed runs: {outcome.failed}"
     html = report(outcome.study_dir).read_text()

@@ -93,3 +93,30 @@ def test_cli_study_report_compare(study_dir, tmp_path, capsys):
     assert "Cannot read study file" in capsys.readouterr().err
     runs = sorted(study_dir.glob("runs/*/seed0/v1"))[:2]
     assert cli.main(["compare", *map(str, runs), "-o", str(tmp_path / "c.html")]) == 0
+
+
+def test_aggregate_as_frame(study_dir):
+    try:
+        import pandas  # noqa: F401
+    except ImportError:
+        with pytest.raises(CnnlabError, match="needs pandas"):
+            aggregate(study_dir, as_frame=True)
+        return
+    frame = aggregate(study_dir, as_frame=True)
+    assert list(frame.index) == ["lr=0.01", "lr=0.001", "lr=0.0001"] and (frame["n"] == 3).all()
+
+
+def test_progress_lines():
+    import io
+
+    from cnnlab.study.progress import LineProgress, default_progress
+
+    stream = io.StringIO()
+    progress = default_progress(stream)
+    assert isinstance(progress, LineProgress)  # not a terminal: plain lines
+    run = {"variant": "lr=9", "seed": 1, "status": "failed", "wall_s": 2.25,
+           "error": "Traceback...\nRuntimeError: boom", "log": "runs/lr=9/seed1/study.log"}
+    progress({"event": "start", "run": run, "total": 4})
+    progress({"event": "done", "run": run, "done": 3, "total": 4})
+    assert stream.getvalue() == ("[3/4] failed    lr=9  seed 1  2.2 s  error: RuntimeError: boom  "
+                                 "log: runs/lr=9/seed1/study.log\n")
