@@ -12,16 +12,18 @@ engines start from the same weights and see the same batches. Measured in one pr
    scratch / torch is taken per repeat and its median printed. Target <= 1.3.
 2. reference loops: the same step with the loop kernels of `cnnlab.scratch.reference` (conv,
    max-pool, batch norm) on a few batches, over the fast engine's median step. Target >= 60.
-3. peak memory: each engine's step runs in a fresh child process; the peak resident set
-   (VmHWM, reset through /proc/self/clear_refs) above the resident set just before the step.
-   The scratch engine's reusable work buffers are dropped before the measured step so the
-   buffers it keeps count too. Target scratch / torch <= 3. tracemalloc's peak of NumPy
-   allocations in the scratch step is printed as a cross-check (torch's CPU allocations are
-   invisible to tracemalloc, hence RSS for the comparison).
+3. peak memory: each engine's step runs in a fresh child process with glibc's mmap threshold
+   fixed at 64 KiB, so every large buffer is mapped on allocation and unmapped on free; the
+   peak resident set (VmHWM, reset through /proc/self/clear_refs) above the resident set
+   just before the step is then the peak of the step's live buffers. The scratch engine's
+   reusable work buffers are dropped before the measured step so the buffers it keeps count
+   too. Target scratch / torch <= 3. tracemalloc's peak of NumPy allocations in the scratch
+   step is printed as a cross-check (torch's allocations are invisible to tracemalloc).
 
 The main ratio (speed) is printed last.
 
-    python benchmarks/scratch_vs_torch.py [--repeats 7] [--steps 5] [--reference-batches 2]
+    python benchmarks/scratch_vs_torch.py [--threads 2] [--repeats 7] [--steps 5]
+                                          [--reference-batches 2] [--skip-memory]
 """
 
 from __future__ import annotations
@@ -37,6 +39,20 @@ from collections import OrderedDict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
+
+
+def _threads_argument(default: int = 2) -> int:
+    """--threads N, read before NumPy loads: OpenBLAS sizes its thread pool at import."""
+    for i, arg in enumerate(sys.argv):
+        if arg == "--threads" and i + 1 < len(sys.argv):
+            return int(sys.argv[i + 1])
+        if arg.startswith("--threads="):
+            return int(arg.split("=", 1)[1])
+    return default
+
+
+THREADS = _threads_argument()
+os.environ["OPENBLAS_NUM_THREADS"] = str(THREADS)  # NumPy's BLAS gets what torch gets
 
 import numpy as np
 import torch
@@ -88,6 +104,8 @@ class ScratchStep:
     def __init__(self, torch_model: nn.Module):
         self.model = small_cnn(scratch)
         self.model.load_state_dict(torch_model.state_dict())
+        # no gradient for the input images, as torch (they do not require grad)
+        self.model.conv1.needs_input_grad = False
         self.optimizer = SGD(self.model.parameters(), lr=LR, momentum=MOMENTUM)
         self.loss = losses.CrossEntropyLoss()
 
@@ -126,7 +144,10 @@ class _reference_kernels:
             tracked += 1
             return reference.batchnorm_forward(x, gamma, beta, mean, var, training, momentum, eps)
 
-        F.conv2d_forward, F.conv2d_backward = conv2d_forward, reference.conv2d_backward
+        def conv2d_backward(dout, cache, need_input_grad=True):
+            return reference.conv2d_backward(dout, cache)
+
+        F.conv2d_forward, F.conv2d_backward = conv2d_forward, conv2d_backward
         F.max_pool2d_forward = max_pool2d_forward
         F.max_pool2d_backward = reference.max_pool2d_backward
         F.batchnorm_forward, F.batchnorm_backward = batchnorm_forward, reference.batchnorm_backward
@@ -160,7 +181,13 @@ def time_steps(step, data, steps: int, to_torch: bool) -> float:
 
 
 def memory_child(engine: str) -> None:
-    """Run in a fresh process: print the peak RSS growth (bytes) of one training step."""
+    """Run in a fresh process: print the peak RSS growth (bytes) of one training step.
+
+    The parent starts this process with a fixed glibc mmap threshold (64 KiB), which also
+    turns off glibc's dynamic threshold: every large buffer is mapped when allocated and
+    unmapped when freed, so the resident set follows the live buffers of both engines
+    instead of what the heap happens to keep from earlier steps.
+    """
     import tracemalloc
 
     data = batches(3)
@@ -168,29 +195,28 @@ def memory_child(engine: str) -> None:
     step = torch_step if engine == "torch" else ScratchStep(torch_step.model)
     to_torch = engine == "torch"
     time_steps(step, data, 2, to_torch)  # warm-up: lazy library init, optimiser state
-    if engine == "scratch":
-        for _, module in step.model.named_modules():
-            module._drop_state()  # the measured step allocates (and counts) its buffers anew
     x, y = data[2]
     if to_torch:
         x, y = torch.from_numpy(x), torch.from_numpy(y)
-    before = _rss("VmRSS")
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # reset VmHWM to the current RSS
     traced = None
     if engine == "scratch":
+        _drop_work_buffers(step.model)
         tracemalloc.start()
         step(x, y)
         traced = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
-        for _, module in step.model.named_modules():  # tracemalloc's own overhead aside,
-            module._drop_state()                       # repeat the step untraced for RSS
-        before = _rss("VmRSS")
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
+        _drop_work_buffers(step.model)  # the measured step allocates (and counts) them anew
+    before = _rss("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak (VmHWM) to the current resident set
     step(x, y)
     peak = _rss("VmHWM")
     print(json.dumps({"rss_peak_growth": peak - before, "tracemalloc_peak": traced}))
+
+
+def _drop_work_buffers(model) -> None:
+    for _, module in model.named_modules():
+        module._drop_state()
 
 
 def _rss(field: str) -> int:
@@ -202,11 +228,12 @@ def _rss(field: str) -> int:
 
 
 def measure_memory(repeats: int = 3) -> dict:
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(64 * 1024))
     results = {"torch": [], "scratch": []}
     for _ in range(repeats):
         for engine in ("torch", "scratch"):
             out = subprocess.run([sys.executable, __file__, "--memory-child", engine],
-                                 capture_output=True, text=True, check=True)
+                                 capture_output=True, text=True, check=True, env=env)
             results[engine].append(json.loads(out.stdout.strip().splitlines()[-1]))
     return results
 
@@ -216,17 +243,29 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--reference-batches", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2,
+                        help="threads for torch and for NumPy's BLAS (default 2)")
+    parser.add_argument("--tune-allocator", action="store_true",
+                        help="raise glibc's mmap/trim thresholds first, as `cnnlab train` does "
+                        "(cnnlab.training.runtime.tune_allocator); applies to both engines")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--memory-child", choices=["torch", "scratch"], help=argparse.SUPPRESS)
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(THREADS)
     if args.memory_child:
         memory_child(args.memory_child)
         return
 
+    tuned = False
+    if args.tune_allocator:
+        from cnnlab.training.runtime import tune_allocator
+
+        tuned = tune_allocator()
     data = batches(8)
     print(f"numpy {np.__version__}, torch {torch.__version__}, {torch.get_num_threads()} torch "
-          f"threads, batch {BATCH}, float32")
+          f"thread(s), OpenBLAS threads {os.environ['OPENBLAS_NUM_THREADS']}, batch {BATCH}, "
+          f"float32, allocator {'tuned' if tuned else 'glibc default'}, load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"first-step loss agreement (relative): {check_same_losses(data):.1e}")
 
     torch_step = TorchStep()

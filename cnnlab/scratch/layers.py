@@ -37,7 +37,14 @@ def _kaiming_uniform_init(weight_shape, fan_in: int, bias_features: int | None):
 
 
 class _Parametrised(Module):
-    """Shared pieces of layers that own parameters."""
+    """Shared pieces of layers that own parameters.
+
+    `needs_input_grad` (default True): set it to False on a model's first layer and its
+    backward returns None instead of computing a gradient for the input images, which
+    nobody reads (torch skips it the same way for inputs that do not require grad).
+    """
+
+    needs_input_grad = True
 
     def _input(self, x) -> np.ndarray:
         """x as an array in the layer's dtype (the model's dtype wins, see module.py)."""
@@ -94,7 +101,7 @@ class Linear(_Parametrised):
     def backward(self, grad_out):
         cache = self._require_cache(self._cache)
         self._cache = None
-        dx, dweight, dbias = F.linear_backward(grad_out, cache)
+        dx, dweight, dbias = F.linear_backward(grad_out, cache, self.needs_input_grad)
         self._accumulate(self.weight, dweight)
         self._accumulate(self.bias, dbias)
         return dx
@@ -146,7 +153,7 @@ class Conv2d(_Parametrised):
     def backward(self, grad_out):
         cache = self._require_cache(self._cache)
         self._cache = None
-        dx, dweight, dbias = F.conv2d_backward(grad_out, cache)
+        dx, dweight, dbias = F.conv2d_backward(grad_out, cache, self.needs_input_grad)
         self._accumulate(self.weight, dweight)
         self._accumulate(self.bias, dbias)
         return dx
@@ -201,7 +208,7 @@ class ConvTranspose2d(_Parametrised):
     def backward(self, grad_out):
         cache = self._require_cache(self._cache)
         self._cache = None
-        dx, dweight, dbias = F.conv_transpose2d_backward(grad_out, cache)
+        dx, dweight, dbias = F.conv_transpose2d_backward(grad_out, cache, self.needs_input_grad)
         self._accumulate(self.weight, dweight)
         self._accumulate(self.bias, dbias)
         return dx

@@ -239,3 +239,16 @@ def test_roi_pool_layer_backward_matches_torch_autograd_of_the_same_max():
     np.testing.assert_array_equal(out[:1], expected)
     dx = layer.backward(np.ones_like(out))
     assert dx.shape == x.shape and dx.sum() == out.size
+
+
+def test_first_layer_can_skip_the_input_gradient():
+    model = scratch.Sequential(scratch.Conv2d(1, 2, 3), scratch.Flatten(), scratch.Linear(18, 2))
+    x, dout = np.ones((2, 1, 5, 5), np.float32), np.ones((2, 2), np.float32)
+    model(x)
+    assert model.backward(dout).shape == x.shape
+    weight_grad = model[0].weight.grad.copy()
+    model.zero_grad()
+    model[0].needs_input_grad = False
+    model(x)
+    assert model.backward(dout) is None
+    np.testing.assert_array_equal(model[0].weight.grad, weight_grad)
