@@ -312,11 +312,20 @@ class _Pool(_Stateless):
             raise self._kernel_error(err, x) from None
 
 
+def _refuse_ceil_mode(layer: Module, ceil_mode) -> None:
+    if ceil_mode:
+        raise ModelError(
+            f"{type(layer).__name__}: ceil_mode=True is not supported by the scratch engine; "
+            "use ceil_mode=False (the default) or pad the input."
+        )
+
+
 class MaxPool2d(_Pool):
     """x: (N, C, H, W) -> (N, C, Ho, Wo); ties go to the first max in the window, as torch."""
 
-    def __init__(self, kernel_size, stride=None, padding=0, dilation=1):
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
         super().__init__()
+        _refuse_ceil_mode(self, ceil_mode)
         self.kernel_size = F.pair(kernel_size, "kernel_size")
         self.stride = self.kernel_size if stride is None else F.pair(stride, "stride")
         self.padding, self.dilation = F.pair(padding, "padding"), F.pair(dilation, "dilation")
@@ -336,8 +345,10 @@ class MaxPool2d(_Pool):
 class AvgPool2d(_Pool):
     """x: (N, C, H, W) -> (N, C, Ho, Wo)."""
 
-    def __init__(self, kernel_size, stride=None, padding=0, count_include_pad=True):
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False,
+                 count_include_pad=True):
         super().__init__()
+        _refuse_ceil_mode(self, ceil_mode)
         self.kernel_size = F.pair(kernel_size, "kernel_size")
         self.stride = self.kernel_size if stride is None else F.pair(stride, "stride")
         self.padding = F.pair(padding, "padding")
