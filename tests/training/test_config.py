@@ -101,3 +101,11 @@ def test_missing_file_and_non_mapping_yaml(tmp_path):
 def test_parse_overrides_keeps_empty_values_as_null():
     assert parse_overrides(["data.data_dir=", "train.name=exp1"]) == {
         "data.data_dir": None, "train.name": "exp1"}
+
+
+@pytest.mark.parametrize("recipe", ["mnist_fast.yaml", "fashion_fast.yaml"])
+def test_shipped_recipes_are_valid_configs(recipe):
+    from pathlib import Path
+
+    config = load_config(Path(__file__).resolve().parents[2] / "examples" / recipe)
+    assert config.schedule.name == "onecycle" and config.train.threads == 2
