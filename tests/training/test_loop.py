@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 
 import pytest
@@ -9,7 +10,8 @@ import torch
 from torch import nn
 
 from cnnlab.config import OptimConfig
-from cnnlab.training import Callback, EarlyStopping, Monitor, NaNGuard, Timer, evaluate, fit
+from cnnlab.training import (Callback, EarlyStopping, EpochLines, Monitor, NaNGuard, Timer,
+                             TqdmProgress, evaluate, fit, progress_callback)
 from cnnlab.training.engines import TorchEngine
 
 
@@ -142,3 +144,17 @@ def test_engine_state_round_trip_is_exact(one_thread):
     twin = _engine(name="adam")
     twin.load_state_dict(saved)
     assert twin.train_batch(*data[0]) == engine.train_batch(*data[0])
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_is_a_bar_on_a_terminal_and_plain_lines_otherwise(one_thread):
+    terminal, pipe = FakeTerminal(), io.StringIO()
+    bar, lines = progress_callback(terminal), progress_callback(pipe)
+    assert isinstance(bar, TqdmProgress) and isinstance(lines, EpochLines)
+    fit(_engine(), _batches(), _batches(seed=1), epochs=2, callbacks=[bar, lines])
+    assert "batch" in terminal.getvalue() and "epoch 2/2" in terminal.getvalue()
+    assert pipe.getvalue().count("\n") == 2 and pipe.getvalue().startswith("epoch 1/2  train_loss")
