@@ -50,17 +50,14 @@ def _nchw_view(x_nhwc: np.ndarray) -> np.ndarray:
     return x_nhwc.transpose(0, 3, 1, 2)
 
 
-def _buffer(workspace: dict | None, key: str, shape: tuple, dtype, zero: bool = False):
-    """A scratch array of `shape`, reused from `workspace` when one of that shape exists."""
-    if workspace is not None:
-        buf = workspace.get(key)
-        if buf is not None and buf.shape == shape and buf.dtype == dtype:
-            if zero:
-                buf.fill(0)
-            return buf
-    buf = np.zeros(shape, dtype) if zero else np.empty(shape, dtype)
-    if workspace is not None:
-        workspace[key] = buf
+def _buffer(workspace: dict | None, key: str, shape: tuple, dtype) -> np.ndarray:
+    """A zero-initialised scratch array of `shape`, reused from `workspace` when it holds one
+    of that shape and dtype (then with whatever the last call left in it)."""
+    buf = workspace.get(key) if workspace is not None else None
+    if buf is None or buf.shape != shape or buf.dtype != dtype:
+        buf = np.zeros(shape, dtype)
+        if workspace is not None:
+            workspace[key] = buf
     return buf
 
 
@@ -113,9 +110,7 @@ def _pad_nhwc(x_nhwc: np.ndarray, padding, workspace=None, key="pad", fill=0.0) 
     shape = (n, h + 2 * ph, w + 2 * pw, c)
     if fill == 0.0:
         # a reused buffer keeps its zero border: only the interior is ever written
-        fresh = workspace is None or key not in workspace or workspace[key].shape != shape \
-            or workspace[key].dtype != x_nhwc.dtype
-        xp = _buffer(workspace, key, shape, x_nhwc.dtype, zero=fresh)
+        xp = _buffer(workspace, key, shape, x_nhwc.dtype)
     else:
         xp = np.full(shape, fill, x_nhwc.dtype)
     xp[:, ph:ph + h, pw:pw + w, :] = x_nhwc
@@ -125,7 +120,7 @@ def _pad_nhwc(x_nhwc: np.ndarray, padding, workspace=None, key="pad", fill=0.0) 
 def _gather_columns(xp, kernel, stride, dilation, out_hw, groups, workspace=None, key="cols"):
     """im2col: padded NHWC input (N, Hp, Wp, C) -> columns (G, N*Ho*Wo, kh*kw*C/G).
 
-    One strided copy; the column order (kh, kw, C/G) matches `_weight_matrix`.
+    One strided copy; the column order (kh, kw, C/G) matches `_conv_weight_matrix`.
     """
     n, _, _, c = xp.shape
     (kh, kw), (ho, wo), cg = kernel, out_hw, c // groups

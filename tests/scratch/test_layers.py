@@ -256,3 +256,18 @@ def test_first_layer_can_skip_the_input_gradient():
     model(x)
     assert model.backward(dout) is None
     np.testing.assert_array_equal(model[0].weight.grad, weight_grad)
+
+
+def test_conv_work_buffers_are_reused_without_leaking_between_calls():
+    ours, theirs = scratch.Conv2d(3, 4, 3, padding=2, dilation=2), nn.Conv2d(3, 4, 3, padding=2,
+                                                                              dilation=2)
+    ours.load_state_dict(theirs.state_dict())
+    rng = np.random.default_rng(0)
+    for batch in (2, 2, 5, 2):  # same shape reuses the buffers; a new one replaces them
+        x = rng.standard_normal((batch, 3, 6, 7)).astype(np.float32)
+        expected = theirs(torch.from_numpy(x)).detach().numpy()
+        np.testing.assert_allclose(ours(x), expected, rtol=1e-4, atol=1e-5)
+        cols = ours._workspace["cols"]
+        dout = np.ones(expected.shape, np.float32)
+        ours.backward(dout)
+        assert ours._workspace["cols"] is cols
