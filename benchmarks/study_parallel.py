@@ -23,11 +23,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cnnlab.study import run_study  # noqa: E402
+from cnnlab.utils import atomic_write_text  # noqa: E402
 
 
 def write_study(folder: Path, epochs: int, runs: int) -> Path:
     path = folder / "parallel.yaml"
-    path.write_text(yaml.safe_dump({
+    atomic_write_text(path, yaml.safe_dump({
         "name": "parallel",
         "base": {"data": {"dataset": "digits", "val_fraction": 0.2}, "model": {"name": "small_cnn"},
                  "optim": {"lr": 0.05}, "train": {"epochs": epochs, "batch_size": 64}},
