@@ -599,18 +599,20 @@ def _per_channel(x2: np.ndarray, r: int, vector: np.ndarray) -> np.ndarray:
 
 
 def batchnorm_forward(x, gamma, beta, running_mean, running_var, num_batches_tracked=None,
-                      training=True, momentum=0.1, eps=1e-5):
+                      training=True, momentum=0.1, eps=1e-5, workspace=None):
     """Batch normalisation over N (and H, W), torch.nn.BatchNorm1d/2d semantics.
 
     x: (N, C) or (N, C, H, W); gamma, beta, running_mean, running_var: (C,).
     Training normalises with the batch mean and biased variance and updates the running
     statistics in place with the *unbiased* variance (M/(M-1)), as torch does; `momentum=None`
     means a cumulative average (uses and increments `num_batches_tracked`, a 0-d int array).
-    Eval normalises with the running statistics. Returns (out like x, cache).
+    Eval normalises with the running statistics. Returns (out like x, cache); the cache holds
+    x - mean, in a `workspace` buffer when one is given.
     """
     x2, back = _channels_matrix(x)
     m, c = x2.shape
     r = _wide_rows(m, c)
+    centered = _buffer(workspace, "centered", (m // r, r * c), x2.dtype)
     if training:
         if m < 2:
             raise ModelError(
@@ -618,7 +620,7 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, num_batches_tra
                 f"{x.shape}. Use a batch of at least 2 or call eval()."
             )
         mean = _channel_sum(x2) / m
-        centered = x2.reshape(-1, r * c) - _per_channel(x2, r, mean)
+        np.subtract(x2.reshape(-1, r * c), _per_channel(x2, r, mean), out=centered)
         out = centered * centered  # the squares' buffer becomes the output below
         var = _channel_sum(out.reshape(m, c)) / m
         if num_batches_tracked is not None:
@@ -631,7 +633,7 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, num_batches_tra
             running_var += factor * var * (m / (m - 1))
     else:
         var = running_var
-        centered = x2.reshape(-1, r * c) - _per_channel(x2, r, running_mean)
+        np.subtract(x2.reshape(-1, r * c), _per_channel(x2, r, running_mean), out=centered)
         out = np.empty_like(centered)
     inv_std = (1.0 / np.sqrt(var + eps)).astype(x2.dtype, copy=False)
     np.multiply(centered, _per_channel(x2, r, gamma * inv_std), out=out)
@@ -639,7 +641,7 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, num_batches_tra
     return back(out.reshape(m, c)), (centered, gamma, inv_std, training, r)
 
 
-def batchnorm_backward(dout, cache):
+def batchnorm_backward(dout, cache, workspace=None):
     """dout like x -> (dx like x, dgamma (C,), dbeta (C,)).
 
     With xhat = (x - mean) * inv_std, in training
@@ -651,7 +653,8 @@ def batchnorm_backward(dout, cache):
     m, c = d2.shape
     wide = d2.reshape(-1, r * c)
     dbeta = _channel_sum(d2)
-    product = wide * centered  # reused below as the buffer of the second term
+    # the product's buffer is reused below for the second term
+    product = np.multiply(wide, centered, out=_buffer(workspace, "product", wide.shape, d2.dtype))
     dgamma = _channel_sum(product.reshape(m, c)) * inv_std
     k1 = gamma * inv_std
     dx = wide * _per_channel(d2, r, k1)

@@ -235,6 +235,7 @@ class _BatchNorm(_Parametrised):
         self.register_buffer("running_var", np.ones(self.num_features, DEFAULT_DTYPE))
         self.register_buffer("num_batches_tracked", np.array(0, dtype=np.int64))
         self._cache = None
+        self._workspace = {}
 
     def extra_repr(self):
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
@@ -251,7 +252,8 @@ class _BatchNorm(_Parametrised):
         try:
             out, cache = F.batchnorm_forward(
                 x, self.weight.data, self.bias.data, self.running_mean, self.running_var,
-                self.num_batches_tracked, self.training, self.momentum, self.eps)
+                self.num_batches_tracked, self.training, self.momentum, self.eps,
+                workspace=self._workspace)
         except ModelError as err:
             raise self._kernel_error(err, x) from None
         self._cache = (cache, squeeze)
@@ -261,7 +263,7 @@ class _BatchNorm(_Parametrised):
         cache, squeeze = self._require_cache(self._cache)
         self._cache = None
         dx, dgamma, dbeta = F.batchnorm_backward(grad_out[..., None] if squeeze else grad_out,
-                                                 cache)
+                                                 cache, workspace=self._workspace)
         self._accumulate(self.weight, dgamma)
         self._accumulate(self.bias, dbeta)
         return dx[..., 0] if squeeze else dx
