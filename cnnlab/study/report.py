@@ -101,7 +101,8 @@ def _setup(data: StudyData) -> list:
     if data.seeds:
         facts.append(f"seeds: {', '.join(map(str, data.seeds))}")
     if data.profile:
-        facts.append(f"profile: {data.profile}")
+        facts.append(f"profile: {data.profile}" + (f" ({data.profile_description})" if data.profile_description else "")
+                     + (f", which sets {_changes(data.profile_set)} in every run" if data.profile_set else ""))
     if data.match_params:
         facts.append(f"widths scaled to the parameter count of `{data.match_params}` (±5%)")
     if data.source:

@@ -43,6 +43,8 @@ class StudyData:
     baseline: str
     runs: list[RunEntry] = field(default_factory=list)
     profile: str | None = None
+    profile_description: str = ""
+    profile_set: dict = field(default_factory=dict)
     seeds: list = field(default_factory=list)
     match_params: str | None = None
     source: str = ""
@@ -75,6 +77,7 @@ def from_study_dir(study_dir: str | Path) -> StudyData:
     return StudyData(
         name=state["name"], description=state.get("description", ""), base=state["base"],
         variants=state["variants"], baseline=state["baseline"], runs=runs, profile=state.get("profile"),
+        profile_description=state.get("profile_description", ""), profile_set=state.get("profile_set", {}),
         seeds=state.get("seeds", []), match_params=state.get("match_params"), source=state.get("source", ""),
     )
 

@@ -190,7 +190,8 @@ def _initial_state(study: Study, specs: list[RunSpec], previous: dict | None) ->
         runs[spec.key] = entry
     return {
         "format": STATE_FORMAT, "name": study.name, "description": study.description,
-        "source": study.source, "profile": study.profile, "baseline": study.baseline,
+        "source": study.source, "profile": study.profile, "profile_description": study.profile_description,
+        "profile_set": study.profile_set, "baseline": study.baseline,
         "match_params": study.match_params, "base": study.base, "seeds": list(study.seeds),
         "variants": [{"name": v.name, "slug": v.slug, "changes": v.changes} for v in study.variants],
         "created": (previous or {}).get("created", _now()), "updated": _now(), "runs": runs,

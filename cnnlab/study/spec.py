@@ -63,6 +63,7 @@ class Study:
     baseline: str
     match_params: str | None
     profile_set: dict = field(default_factory=dict)
+    profile_description: str = ""
 
     def variant(self, name: str) -> Variant:
         for v in self.variants:
@@ -226,6 +227,7 @@ def parse_study(data: Any, *, name: str = "study", source: str = "", profile: st
     baseline = data.get("baseline")
     keep = None
     profile_set: dict = {}
+    profile_description = ""
     profiles = _as_mapping(f"{where} 'profiles'", data.get("profiles"))
     if profile is not None:
         if profile not in profiles:
@@ -245,12 +247,15 @@ def parse_study(data: Any, *, name: str = "study", source: str = "", profile: st
                 )
             axes[key] = values
         seeds_value = prof.get("seeds", seeds_value)
+        profile_description = str(prof.get("description") or "")
         baseline = prof.get("baseline", baseline)
         if "variants" in prof:
             keep = prof["variants"]
             if not isinstance(keep, list):
                 raise ConfigError(f"{where} profile '{profile}' 'variants' must be a list of variant names, got {keep!r}.")
-    first_seed = int(base.get("train", {}).get("seed", 0) or 0) if isinstance(base.get("train"), Mapping) else 0
+    first_seed = base.get("train", {}).get("seed", 0) if isinstance(base.get("train"), Mapping) else 0
+    if not isinstance(first_seed, int) or isinstance(first_seed, bool):
+        raise ConfigError(f"{where} 'base.train.seed' must be an integer, got {first_seed!r}.")
     seeds = _seeds(f"{where} 'seeds'", seeds_value, first_seed)
     variants = _variants(where, data.get("variants"), axes, keep)
     baseline = str(baseline) if baseline is not None else variants[0].name
@@ -258,6 +263,7 @@ def parse_study(data: Any, *, name: str = "study", source: str = "", profile: st
         name=str(data.get("name") or name), description=str(data.get("description") or ""),
         source=source, profile=profile, base=base, variants=variants, seeds=seeds,
         baseline=baseline, match_params=data.get("match_params"), profile_set=profile_set,
+        profile_description=profile_description,
     )
     study.variant(baseline)  # raises with the list of variants when the baseline is unknown
     return study

@@ -35,9 +35,11 @@ def test_variants_combine_with_grid_and_explicit_seeds():
 
 def test_profile_narrows_grid_sets_keys_and_seeds():
     data = {"base": BASE, "grid": {"optim.lr": [0.1, 0.01, 0.001]}, "seeds": 3,
-            "profiles": {"quick": {"set": {"data.train_limit": 200}, "seeds": 1, "grid": {"optim.lr": [0.1]}}}}
+            "profiles": {"quick": {"set": {"data.train_limit": 200}, "seeds": 1, "grid": {"optim.lr": [0.1]},
+                                   "description": "one small run"}}}
     full = parse_study(data)
     quick = parse_study(data, profile="quick")
+    assert quick.profile_description == "one small run" and quick.profile_set == {"data.train_limit": 200}
     assert len(expand(full)) == 9
     specs = expand(quick, data_dir="/somewhere")
     assert len(specs) == 1
