@@ -126,7 +126,8 @@ class ReferenceStep(ScratchStep):
 
 
 class _reference_kernels:
-    """Point the layers' kernel module at the loop references for the duration."""
+    """Point the layers' kernel module at the loop references for the duration (the
+    wrappers drop the fast kernels' extra arguments: work buffers, need_input_grad)."""
 
     NAMES = ("conv2d_forward", "conv2d_backward", "max_pool2d_forward", "max_pool2d_backward",
              "batchnorm_forward", "batchnorm_backward")
@@ -134,23 +135,26 @@ class _reference_kernels:
     def __enter__(self):
         self.saved = {name: getattr(F, name) for name in self.NAMES}
 
-        def conv2d_forward(x, weight, bias, stride, padding, dilation, groups, workspace=None):
+        def conv2d_forward(x, weight, bias, stride, padding, dilation, groups, **_):
             return reference.conv2d_forward(x, weight, bias, stride, padding, dilation, groups)
 
         def max_pool2d_forward(x, kernel_size, stride, padding, dilation):
             return reference.max_pool2d_forward(x, kernel_size, stride, padding)
 
-        def batchnorm_forward(x, gamma, beta, mean, var, tracked, training, momentum, eps):
+        def batchnorm_forward(x, gamma, beta, mean, var, tracked, training, momentum, eps, **_):
             tracked += 1
             return reference.batchnorm_forward(x, gamma, beta, mean, var, training, momentum, eps)
 
-        def conv2d_backward(dout, cache, need_input_grad=True):
+        def batchnorm_backward(dout, cache, *_, **__):
+            return reference.batchnorm_backward(dout, cache)
+
+        def conv2d_backward(dout, cache, *_, **__):  # always computes dx
             return reference.conv2d_backward(dout, cache)
 
         F.conv2d_forward, F.conv2d_backward = conv2d_forward, conv2d_backward
         F.max_pool2d_forward = max_pool2d_forward
         F.max_pool2d_backward = reference.max_pool2d_backward
-        F.batchnorm_forward, F.batchnorm_backward = batchnorm_forward, reference.batchnorm_backward
+        F.batchnorm_forward, F.batchnorm_backward = batchnorm_forward, batchnorm_backward
 
     def __exit__(self, *exc):
         for name, kernel in self.saved.items():
