@@ -362,14 +362,19 @@ def linear_backward(dout, cache, need_input_grad=True):
     return dx, dweight, dbias
 
 
-def flatten_forward(x, start_dim=1):
-    """x: (N, ...) -> (N, prod(...)) in C (NCHW) order, like torch.flatten(x, 1)."""
-    out = np.ascontiguousarray(x).reshape(*x.shape[:start_dim], -1)
-    return out, x.shape
+def flatten_forward(x, start_dim=1, end_dim=-1):
+    """Merge dims start_dim..end_dim in C (NCHW) order, like torch.flatten.
+
+    x: (N, C, H, W) -> (N, C*H*W) with the defaults. Channels-last memory is copied into
+    NCHW order here, so a following Linear sees torch's feature order.
+    """
+    start, end = start_dim % max(x.ndim, 1), end_dim % max(x.ndim, 1)
+    shape = x.shape[:start] + (int(np.prod(x.shape[start:end + 1])),) + x.shape[end + 1:]
+    return np.ascontiguousarray(x).reshape(shape), x.shape
 
 
 def flatten_backward(dout, cache):
-    """dout: (N, prod(...)) -> (N, ...)."""
+    """dout: the flattened shape -> the input shape (cache)."""
     return dout.reshape(cache)
 
 
@@ -561,7 +566,6 @@ def roi_pool_backward(dout, cache):
     """dout: (K, C, ph, pw) -> dx: (N, C, H, W); each bin's gradient goes to its argmax."""
     (n, c, h, w), batch_index, argmax = cache
     dx = np.zeros((n, c, h * w), dout.dtype)
-    k, _, ph, pw = argmax.shape
     valid = argmax >= 0
     kk, cc, _, _ = np.nonzero(valid)
     np.add.at(dx, (batch_index[kk], cc, argmax[valid]), dout[valid])

@@ -435,14 +435,9 @@ class Flatten(_Stateless):
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
 
     def _forward(self, x):
-        start = self.start_dim % max(x.ndim, 1)
-        end = self.end_dim % max(x.ndim, 1)
-        shape = x.shape[:start] + (int(np.prod(x.shape[start:end + 1])),) + x.shape[end + 1:]
-        return np.ascontiguousarray(x).reshape(shape), x.shape
+        return F.flatten_forward(x, self.start_dim, self.end_dim)
 
-    @staticmethod
-    def _backward(dout, shape):
-        return dout.reshape(shape)
+    _backward = staticmethod(F.flatten_backward)
 
 
 class Dropout(_Stateless):

@@ -192,7 +192,8 @@ def test_batchnorm_train_then_eval_matches_torch(shape, dtype, momentum):
     gamma, beta = rng.standard_normal(c).astype(dtype), rng.standard_normal(c).astype(dtype)
     running_mean, running_var = np.zeros(c, dtype), np.ones(c, dtype)
     tracked = np.array(0, np.int64)
-    t_mean, t_var = torch.zeros(c, dtype=TORCH_DTYPE[dtype]), torch.ones(c, dtype=TORCH_DTYPE[dtype])
+    t_mean = torch.zeros(c, dtype=TORCH_DTYPE[dtype])
+    t_var = torch.ones(c, dtype=TORCH_DTYPE[dtype])
     tol = TOLERANCE[dtype]
     for training in (True, True, False):
         x = (3 + 2 * rng.standard_normal(shape)).astype(dtype)

@@ -122,7 +122,8 @@ def test_load_state_dict_accepts_torch_tensors_and_keeps_dtype():
 
 
 def test_load_state_dict_lists_every_problem_in_one_error():
-    model = scratch.Sequential(OrderedDict(conv1=scratch.Conv2d(1, 2, 3), fc=scratch.Linear(4, 2)))
+    model = scratch.Sequential(OrderedDict(conv1=scratch.Conv2d(1, 2, 3),
+                                           fc=scratch.Linear(4, 2)))
     state = model.state_dict()
     del state["fc.bias"]
     state["conv1.weight"] = np.zeros((2, 1, 5, 5))

@@ -31,7 +31,8 @@ def test_conv2d_fast_equals_reference(geometry):
         _close(fast, ref)
 
 
-@pytest.mark.parametrize("kernel,stride,padding", [(2, 2, 0), (3, 2, 1), (3, 1, 1), ((3, 2), 2, (1, 0))])
+@pytest.mark.parametrize("kernel,stride,padding",
+                         [(2, 2, 0), (3, 2, 1), (3, 1, 1), ((3, 2), 2, (1, 0))])
 def test_pooling_fast_equals_reference(kernel, stride, padding):
     rng = np.random.default_rng(1)
     x = rng.integers(0, 3, (2, 3, 7, 8)).astype(float)  # many ties
