@@ -22,8 +22,13 @@ engines start from the same weights and see the same batches. Measured in one pr
 
 The main ratio (speed) is printed last.
 
-    python benchmarks/scratch_vs_torch.py [--threads 2] [--repeats 7] [--steps 5]
-                                          [--reference-batches 2] [--skip-memory]
+    python benchmarks/scratch_vs_torch.py [--threads 2] [--blas-threads N] [--repeats 7]
+                                          [--steps 5] [--reference-batches 2] [--skip-memory]
+                                          [--tune-allocator]
+
+On a shared machine, two OpenBLAS threads on busy cores can make the scratch step 5-40x slower
+(threads waiting on each other); `--blas-threads 1` shows the engine with its matmuls on one
+thread against torch on `--threads`.
 """
 
 from __future__ import annotations
@@ -161,6 +166,16 @@ class _reference_kernels:
             setattr(F, name, kernel)
 
 
+def _with_blas_threads(step, threads: int):
+    from cnnlab.scratch.threads import blas_threads
+
+    def limited(x, y):
+        with blas_threads(threads):
+            return step(x, y)
+
+    return limited
+
+
 def check_same_losses(data) -> float:
     """Both engines train the same net: their first losses agree (float32 tolerance)."""
     torch_step = TorchStep()
@@ -249,6 +264,9 @@ def main() -> None:
     parser.add_argument("--reference-batches", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2,
                         help="threads for torch and for NumPy's BLAS (default 2)")
+    parser.add_argument("--blas-threads", type=int, default=None,
+                        help="limit NumPy's BLAS to this many threads for the scratch steps "
+                        "(cnnlab.scratch.threads.blas_threads); default: --threads")
     parser.add_argument("--tune-allocator", action="store_true",
                         help="raise glibc's mmap/trim thresholds first, as `cnnlab train` does "
                         "(cnnlab.training.runtime.tune_allocator); applies to both engines")
@@ -274,6 +292,9 @@ def main() -> None:
 
     torch_step = TorchStep()
     scratch_step = ScratchStep(torch_step.model)
+    if args.blas_threads is not None:
+        print(f"scratch steps limited to {args.blas_threads} BLAS thread(s)")
+        scratch_step = _with_blas_threads(scratch_step, args.blas_threads)
     time_steps(scratch_step, data, 2, False)  # warm-up
     time_steps(torch_step, data, 2, True)
     ratios, scratch_times, torch_times = [], [], []
