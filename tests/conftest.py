@@ -29,6 +29,21 @@ def shared_data() -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory):
+    """Each test gets its own decoded-data cache, never the user's ~/.cache.
+
+    Set directly (not through `monkeypatch`) so a test's own `monkeypatch.undo()` keeps it.
+    """
+    before = os.environ.get("CNNLAB_CACHE")
+    os.environ["CNNLAB_CACHE"] = str(tmp_path_factory.mktemp("cnnlab-cache"))
+    yield
+    if before is None:
+        os.environ.pop("CNNLAB_CACHE", None)
+    else:
+        os.environ["CNNLAB_CACHE"] = before
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _limit_threads():
     import torch

@@ -22,6 +22,7 @@ _EXPORTS = {
     "load": "cnnlab.data.registry",
     "names": "cnnlab.data.registry",
     "resolve_data_dir": "cnnlab.data.registry",
+    "resolve_cache_dir": "cnnlab.data.registry",
     "Prepared": "cnnlab.data.splits",
     "channel_stats": "cnnlab.data.splits",
     "prepare": "cnnlab.data.splits",

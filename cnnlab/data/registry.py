@@ -98,6 +98,15 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     return Path(chosen).expanduser()
 
 
+def resolve_cache_dir() -> Path:
+    """Where decoded arrays are cached: `$CNNLAB_CACHE`, else `~/.cache/cnnlab/cache`.
+
+    Never inside the data directory: a user's data folder may be a shared, read-only copy.
+    """
+    chosen = os.environ.get("CNNLAB_CACHE") or Path.home() / ".cache" / "cnnlab" / "cache"
+    return Path(chosen).expanduser()
+
+
 def load(name: str, data_dir: str | os.PathLike | None = None, download: bool = True, *,
          mirror: str | None = None, timeout: float = DEFAULT_TIMEOUT_S) -> dict[str, ArrayDataset]:
     """Load a dataset -> {"train": ArrayDataset, "test": ArrayDataset}.
@@ -195,7 +204,7 @@ def _load_cifar10(root: Path, archive: Path | None) -> dict[str, ArrayDataset]:
     if batch_dir is not None:
         return _cifar_splits(batch_dir)  # the extracted batches load fast; no cache needed
     # decompressing 170 MB on every load costs seconds: keep the arrays
-    return cached_splits(root / "cache", archive, lambda: _cifar_splits(archive))
+    return cached_splits(resolve_cache_dir(), archive, lambda: _cifar_splits(archive))
 
 
 def _cifar_splits(source: Path) -> dict[str, ArrayDataset]:
@@ -210,7 +219,7 @@ def _load_folder(path_text: str, root: Path) -> dict[str, ArrayDataset]:
     path = Path(path_text).expanduser()
     if not path.is_absolute() and not path.exists() and (root / path).exists():
         path = root / path  # relative paths may also name something in the data directory
-    return cached_splits(root / "cache", path, lambda: read_image_folder(path))
+    return cached_splits(resolve_cache_dir(), path, lambda: read_image_folder(path))
 
 
 def _search_dirs(spec: RemoteDataset, root: Path) -> list[tuple[Path, bool]]:

@@ -1,6 +1,8 @@
 import os
 import pickle
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -77,7 +79,7 @@ def test_archive_and_extracted_folder_load_through_the_registry(tmp_path, write_
         assert splits[split].classes == tuple(classes)
     assert len(splits["train"]) == 20 and len(splits["test"]) == 4
     if as_archive:  # the decoded arrays were cached: a second load reads them back
-        assert list((tmp_path / "cache").glob("cifar-10-python.tar.gz-*/meta.json"))
+        assert list(Path(os.environ["CNNLAB_CACHE"]).glob("cifar-10-python.tar.gz-*/meta.json"))
         again = load("cifar10", tmp_path, download=False)
         np.testing.assert_array_equal(again["train"].images, written["train"][0])
 

@@ -1,6 +1,8 @@
 import os
 import tarfile
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -67,7 +69,7 @@ def test_cache_hit_skips_decoding_and_a_changed_source_is_decoded_again(tmp_path
     _tar_tree(tmp_path / "tree", tmp_path / "pets.tar", "pets")
     data_dir = tmp_path / "data"
     first = load(f"folder:{tmp_path / 'pets.tar'}", data_dir)
-    entries = list((data_dir / "cache").iterdir())
+    entries = list(Path(os.environ["CNNLAB_CACHE"]).iterdir())
     assert len(entries) == 1 and (entries[0] / "meta.json").is_file()
 
     def must_not_decode(path, workers=None):
@@ -84,7 +86,7 @@ def test_cache_hit_skips_decoding_and_a_changed_source_is_decoded_again(tmp_path
     os.utime(tmp_path / "pets.tar", ns=(1, 1))  # a new mtime even on coarse clocks
     third = load(f"folder:{tmp_path / 'pets.tar'}", data_dir)
     assert not np.array_equal(third["train"].images, first["train"].images)
-    assert len(list((data_dir / "cache").iterdir())) == 1  # the stale entry was removed
+    assert len(list(Path(os.environ["CNNLAB_CACHE"]).iterdir())) == 1  # the stale entry was removed
 
 
 def test_relative_folder_name_is_also_looked_up_in_the_data_dir(tmp_path, write_image_tree, monkeypatch):
