@@ -395,7 +395,7 @@ def _coerce(value, hint, key: str):
         return _coerce(value, args[0], key)
     if origin is tuple:
         return _coerce_tuple(value, typing.get_args(hint), key)
-    if origin is list:
+    if origin is list or hint is list:
         if not isinstance(value, list):
             raise _type_error(key, value, "a list")
         return value

@@ -45,15 +45,22 @@ def tune_allocator() -> bool:
 
 
 @contextlib.contextmanager
-def torch_threads(threads: int | None):
-    """Use `threads` torch CPU threads inside the block (None: leave as is), then restore."""
+def compute_threads(threads: int | None):
+    """Use `threads` CPU threads inside the block (None: leave as is), then restore.
+
+    Both engines are limited: torch's intra-op pool and NumPy's BLAS pool (the scratch
+    engine's matmuls), so a study's parallel jobs do not oversubscribe the cores.
+    """
     import torch
+
+    from cnnlab.scratch.threads import blas_threads
 
     previous = torch.get_num_threads()
     if threads:
         torch.set_num_threads(int(threads))
     try:
-        yield
+        with blas_threads(threads or None):
+            yield
     finally:
         if threads:
             torch.set_num_threads(previous)
@@ -77,12 +84,3 @@ def sigterm_as_interrupt():
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy, torch and the scratch engine's own generator (init and dropout)."""
-    from cnnlab.scratch import random as scratch_random
-    from cnnlab.utils import set_seed
-
-    set_seed(seed)
-    scratch_random.seed(seed)

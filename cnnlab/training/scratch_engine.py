@@ -27,6 +27,19 @@ def _as_array(batch: Any, dtype: np.dtype | None = None) -> np.ndarray:
     return array
 
 
+def _skip_input_gradient(model) -> None:
+    """Training never uses the gradient w.r.t. the images: let the first layer with weights
+    skip computing it (about 3% of a `small_cnn` step), as torch does for inputs without grad."""
+    first = model
+    while True:  # the first layer the input reaches
+        children = list(first.children()) if hasattr(first, "children") else []
+        if not children:
+            break
+        first = children[0]
+    if hasattr(first, "needs_input_grad"):
+        first.needs_input_grad = False
+
+
 class ScratchEngine:
     """Runs a scratch model (forward/backward in NumPy) with a scratch optimiser on the CPU.
 
@@ -55,6 +68,7 @@ class ScratchEngine:
                     f"which has no {method}(). Build it with engine='scratch'."
                 )
         self.model = model
+        _skip_input_gradient(model)
         self.optimizer = build_optimizer(model.parameters(), optim_cfg)
         self.loss_fn = CrossEntropyLoss(label_smoothing=label_smoothing)
         params = model.parameters()

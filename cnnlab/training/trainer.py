@@ -25,8 +25,8 @@ from cnnlab.training.checkpoint import load_checkpoint
 from cnnlab.training.engines import engine_device, make_engine
 from cnnlab.training.loop import evaluate, fit
 from cnnlab.training.run import Run, RunLog, checkpoint_path, find_run_dir, new_run_dir, run_name
-from cnnlab.training.runtime import seed_everything, sigterm_as_interrupt, torch_threads, tune_allocator
-from cnnlab.utils import write_json
+from cnnlab.training.runtime import compute_threads, sigterm_as_interrupt, tune_allocator
+from cnnlab.utils import set_seed, write_json
 
 EVAL_BATCH_SIZE = 512  # evaluation holds no activations for backward, so bigger batches are cheap
 
@@ -55,13 +55,13 @@ def build_session(config: Config) -> Session:
 
     t = config.train
     tune_allocator()
-    seed_everything(t.seed)
+    set_seed(t.seed)
     prepared = data.prepare(config.data, t.seed)
     device = engine_device(t.engine, t.device)
     ref = config.model.spec if config.model.spec is not None else config.model.name
     options = _resolved_options(config)
     node = models.resolve(ref, prepared.input_shape, prepared.num_classes, **options)
-    seed_everything(t.seed)  # the initial weights depend only on the seed
+    set_seed(t.seed)  # the initial weights depend only on the seed
     model = models.build(ref, prepared.input_shape, prepared.num_classes, engine=t.engine, **options)
     engine = make_engine(t.engine, model, t, config.optim, device)
     loader_args = dict(mean=prepared.mean, std=prepared.std, device=engine.device,
@@ -113,7 +113,7 @@ def train(config=None, out=None, name=None, resume=None, *, callbacks=(), quiet:
         config = config if isinstance(config, Config) else load_config(config)
         updates = {k: str(v) for k, v in (("train.out", out), ("train.name", name)) if v is not None}
         config = config.replace(**updates) if updates else config
-    with torch_threads(config.train.threads):
+    with compute_threads(config.train.threads):
         if resume is not None:
             return _resume(run_dir, callbacks, quiet, plots)
         session = build_session(config)
