@@ -30,7 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _paragraph(message: str) -> str:
-    return "\n".join(textwrap.fill(p, width=100) for p in str(message).split("\n"))
+    # no breaks inside paths, URLs or hyphenated names: they must stay copy-pasteable
+    return "\n".join(textwrap.fill(p, width=100, break_on_hyphens=False, break_long_words=False)
+                     for p in str(message).split("\n"))
 
 
 def main(argv: list[str] | None = None) -> int:
