@@ -102,29 +102,10 @@ def _layer_cases(rng, torch):
 
 
 def torch_basic_block(in_channels, out_channels, stride=1):
-    """The torch twin of `cnnlab.scratch.BasicBlock` (torchvision's layout and names)."""
-    import torch
+    """The torch twin of `cnnlab.scratch.BasicBlock`: the block the torch engine builds."""
+    from cnnlab.models.blocks import BasicBlock
 
-    nn = torch.nn
-
-    class BasicBlock(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(out_channels)
-            self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
-            self.bn2 = nn.BatchNorm2d(out_channels)
-            self.downsample = None
-            if stride != 1 or in_channels != out_channels:
-                self.downsample = nn.Sequential(
-                    nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
-                    nn.BatchNorm2d(out_channels))
-
-        def forward(self, x):
-            out = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
-            return torch.relu(out + (x if self.downsample is None else self.downsample(x)))
-
-    return BasicBlock()
+    return BasicBlock(in_channels, out_channels, stride)
 
 
 def _check_dropout(rng) -> dict:
