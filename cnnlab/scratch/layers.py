@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from functools import partial
 
 import numpy as np
 
@@ -45,6 +46,18 @@ class _Parametrised(Module):
     """
 
     needs_input_grad = True
+    # name of the functional kernel (dout, cache, needs_input_grad) -> (dx, dweight, dbias);
+    # looked up at call time, so the reference kernels can be swapped in (benchmarks)
+    _backward_kernel: str = ""
+
+    def backward(self, grad_out):
+        cache = self._require_cache(self._cache)
+        self._cache = None
+        backward_kernel = getattr(F, self._backward_kernel)
+        dx, dweight, dbias = backward_kernel(grad_out, cache, self.needs_input_grad)
+        self._accumulate(self.weight, dweight)
+        self._accumulate(self.bias, dbias)
+        return dx
 
     def _input(self, x) -> np.ndarray:
         """x as an array in the layer's dtype (the model's dtype wins, see module.py)."""
@@ -76,6 +89,8 @@ def _check_4d(layer: Module, x, config: str, channels: int | None, channel_word=
 class Linear(_Parametrised):
     """y = x W^T + b. x: (N, in_features) -> (N, out_features)."""
 
+    _backward_kernel = "linear_backward"
+
     def __init__(self, in_features: int, out_features: int, bias: bool = True):
         super().__init__()
         self.in_features, self.out_features = int(in_features), int(out_features)
@@ -98,34 +113,47 @@ class Linear(_Parametrised):
         out, self._cache = F.linear_forward(self._input(x), self.weight.data, bias)
         return out
 
-    def backward(self, grad_out):
-        cache = self._require_cache(self._cache)
-        self._cache = None
-        dx, dweight, dbias = F.linear_backward(grad_out, cache, self.needs_input_grad)
-        self._accumulate(self.weight, dweight)
-        self._accumulate(self.bias, dbias)
-        return dx
+
+class _ConvGeometry(_Parametrised):
+    """What Conv2d and ConvTranspose2d share: channel/group checks and (h, w) pairs."""
+
+    def _set_geometry(self, in_channels, out_channels, kernel_size, stride, padding, dilation,
+                      groups) -> None:
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.groups = int(groups)
+        if self.in_channels % self.groups or self.out_channels % self.groups:
+            raise ModelError(
+                f"{type(self).__name__}: in_channels ({in_channels}) and out_channels "
+                f"({out_channels}) must both be divisible by groups ({groups})."
+            )
+        self.kernel_size = F.pair(kernel_size, "kernel_size")
+        self.stride, self.padding = F.pair(stride, "stride"), F.pair(padding, "padding")
+        self.dilation = F.pair(dilation, "dilation")
+
+    def _convolve(self, kernel, x, *geometry):
+        """Run a forward kernel on x with this layer's weights; shape errors name the layer."""
+        _check_4d(self, x, f"in_channels={self.in_channels}", self.in_channels)
+        x = self._input(x)
+        bias = self.bias.data if self.bias is not None else None
+        try:
+            out, self._cache = kernel(x, self.weight.data, bias, *geometry)
+        except ModelError as err:
+            raise self._kernel_error(err, x) from None
+        return out
 
 
-class Conv2d(_Parametrised):
+class Conv2d(_ConvGeometry):
     """2-D convolution. x: (N, in_channels, H, W) -> (N, out_channels, Ho, Wo).
 
     weight: (out_channels, in_channels/groups, kh, kw); bias: (out_channels,).
     """
 
+    _backward_kernel = "conv2d_backward"
+
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
                  groups=1, bias=True):
         super().__init__()
-        self.in_channels, self.out_channels, self.groups = int(in_channels), int(out_channels), \
-            int(groups)
-        if self.in_channels % self.groups or self.out_channels % self.groups:
-            raise ModelError(
-                f"Conv2d: in_channels ({in_channels}) and out_channels ({out_channels}) must "
-                f"both be divisible by groups ({groups})."
-            )
-        self.kernel_size = F.pair(kernel_size, "kernel_size")
-        self.stride, self.padding = F.pair(stride, "stride"), F.pair(padding, "padding")
-        self.dilation = F.pair(dilation, "dilation")
+        self._set_geometry(in_channels, out_channels, kernel_size, stride, padding, dilation, groups)
         fan_in = self.in_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]
         self.weight, self.bias = _kaiming_uniform_init(
             (self.out_channels, self.in_channels // self.groups) + self.kernel_size, fan_in,
@@ -139,47 +167,24 @@ class Conv2d(_Parametrised):
                 f"groups={self.groups}, bias={self.bias is not None}")
 
     def forward(self, x):
-        _check_4d(self, x, f"in_channels={self.in_channels}", self.in_channels)
-        x = self._input(x)
-        bias = self.bias.data if self.bias is not None else None
-        try:
-            out, self._cache = F.conv2d_forward(x, self.weight.data, bias, self.stride,
-                                                self.padding, self.dilation, self.groups,
-                                                workspace=self._workspace)
-        except ModelError as err:
-            raise self._kernel_error(err, x) from None
-        return out
-
-    def backward(self, grad_out):
-        cache = self._require_cache(self._cache)
-        self._cache = None
-        dx, dweight, dbias = F.conv2d_backward(grad_out, cache, self.needs_input_grad)
-        self._accumulate(self.weight, dweight)
-        self._accumulate(self.bias, dbias)
-        return dx
+        return self._convolve(partial(F.conv2d_forward, workspace=self._workspace), x,
+                              self.stride, self.padding, self.dilation, self.groups)
 
 
-class ConvTranspose2d(_Parametrised):
+class ConvTranspose2d(_ConvGeometry):
     """Transposed convolution. x: (N, in_channels, H, W) -> (N, out_channels, Ho, Wo),
     Ho = (H-1)*stride - 2*padding + dilation*(k-1) + output_padding + 1.
 
     weight: (in_channels, out_channels/groups, kh, kw), as torch.
     """
 
+    _backward_kernel = "conv_transpose2d_backward"
+
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  output_padding=0, groups=1, bias=True, dilation=1):
         super().__init__()
-        self.in_channels, self.out_channels, self.groups = int(in_channels), int(out_channels), \
-            int(groups)
-        if self.in_channels % self.groups or self.out_channels % self.groups:
-            raise ModelError(
-                f"ConvTranspose2d: in_channels ({in_channels}) and out_channels ({out_channels}) "
-                f"must both be divisible by groups ({groups})."
-            )
-        self.kernel_size = F.pair(kernel_size, "kernel_size")
-        self.stride, self.padding = F.pair(stride, "stride"), F.pair(padding, "padding")
+        self._set_geometry(in_channels, out_channels, kernel_size, stride, padding, dilation, groups)
         self.output_padding = F.pair(output_padding, "output_padding")
-        self.dilation = F.pair(dilation, "dilation")
         # torch computes fan_in from weight.shape[1] (out_channels/groups) for this layer
         fan_in = self.out_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]
         self.weight, self.bias = _kaiming_uniform_init(
@@ -194,24 +199,8 @@ class ConvTranspose2d(_Parametrised):
                 f"groups={self.groups}, bias={self.bias is not None}")
 
     def forward(self, x):
-        _check_4d(self, x, f"in_channels={self.in_channels}", self.in_channels)
-        x = self._input(x)
-        bias = self.bias.data if self.bias is not None else None
-        try:
-            out, self._cache = F.conv_transpose2d_forward(
-                x, self.weight.data, bias, self.stride, self.padding, self.output_padding,
-                self.groups, self.dilation)
-        except ModelError as err:
-            raise self._kernel_error(err, x) from None
-        return out
-
-    def backward(self, grad_out):
-        cache = self._require_cache(self._cache)
-        self._cache = None
-        dx, dweight, dbias = F.conv_transpose2d_backward(grad_out, cache, self.needs_input_grad)
-        self._accumulate(self.weight, dweight)
-        self._accumulate(self.bias, dbias)
-        return dx
+        return self._convolve(F.conv_transpose2d_forward, x, self.stride, self.padding,
+                              self.output_padding, self.groups, self.dilation)
 
 
 class _BatchNorm(_Parametrised):
