@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 # flag dest -> config key it is a shorthand for
 FLAG_KEYS = {
@@ -95,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         config = load_config(args.config, overrides)
         result = train(config, quiet=args.quiet, plots=not args.no_plots)
     _print_result(result)
-    return 0
+    return _exit_code(result)
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -111,7 +112,17 @@ def run_demo(args: argparse.Namespace) -> int:
         overrides["train.threads"] = DEMO_THREADS[args.dataset]
     result = train(load_config(DEMO_CONFIG, overrides), quiet=args.quiet)
     _print_result(result)
-    return 0
+    return _exit_code(result)
+
+
+def _exit_code(run) -> int:
+    """0 for a completed run; a diverged run (NaN/inf loss) is an error: its reason on stderr, 3."""
+    if run.result.get("status") == "completed":
+        return 0
+    reason = run.result.get("stop_reason") or "the loss became NaN or infinite"
+    print(f"error: training diverged: {reason}. Metrics up to the divergence are kept in "
+          f"{run.path}.", file=sys.stderr)
+    return 3
 
 
 def _print_result(run) -> None:

@@ -45,3 +45,13 @@ def test_demo_trains_and_writes_plots(tmp_path, capsys, one_thread):
     out = capsys.readouterr().out
     assert "test accuracy" in out and str(tmp_path / "demo" / "v1") in out
     assert (tmp_path / "demo" / "v1" / "result.json").is_file()
+
+
+def test_a_diverged_run_exits_non_zero_and_says_why(tmp_path, capsys, one_thread):
+    code = main(["train", "--model", "mlp", "--dataset", "digits", "--epochs", "3", "--lr", "1e6",
+                 "--out", str(tmp_path), "--quiet", "--no-plots", "--set", "data.train_limit=200"])
+    out, err = capsys.readouterr()
+    assert code == 3
+    assert out.startswith("diverged:")
+    assert "error: training diverged: non-finite loss" in err and "Traceback" not in err
+    assert (tmp_path / "mlp-digits" / "v1" / "metrics.csv").is_file()  # metrics kept
