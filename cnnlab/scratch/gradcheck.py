@@ -87,12 +87,7 @@ def check_module(module, *inputs, eps: float = 1e-6, max_entries: int | None = 4
     analytic.update({name: grad for name, _, grad in module.named_parameters()})
     values = {"input": x}
     values.update({name: value for name, value, _ in module.named_parameters()})
-    errors = {}
-    for name, value in values.items():
-        entries = _entries(value.size, max_entries, rng)
-        numeric = numerical_gradient(loss, value, eps, entries)
-        got = np.asarray(analytic[name], np.float64).reshape(-1)[entries]
-        errors[name] = relative_error(got, numeric.reshape(-1)[entries])
+    errors = _compare(loss, values, analytic, eps, max_entries, rng)
     scratch_random.set_state(rng_state)
     return errors
 
@@ -113,8 +108,15 @@ def check_function(forward: Callable, backward: Callable, arrays: dict[str, np.n
     def loss() -> float:
         return float(np.sum(forward(**arrays)[0] * weights))
 
+    return _compare(loss, arrays, analytic, eps, max_entries, rng)
+
+
+def _compare(loss: Callable, values: dict, analytic: dict, eps: float, max_entries, rng
+             ) -> dict[str, float]:
+    """Relative error between analytic gradients and central differences of `loss`, on a
+    random sample of each array's entries: {name: error}."""
     errors = {}
-    for name, value in arrays.items():
+    for name, value in values.items():
         entries = _entries(value.size, max_entries, rng)
         numeric = numerical_gradient(loss, value, eps, entries)
         got = np.asarray(analytic[name], np.float64).reshape(-1)[entries]
