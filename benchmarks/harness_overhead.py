@@ -38,10 +38,10 @@ from torch import nn
 from cnnlab.config import load_config
 from cnnlab.data import ArrayDataset, BatchLoader, load
 from cnnlab.models import build
-from cnnlab.schedules import build_scheduler
+from cnnlab.engines.optim import build_scheduler
+from cnnlab.engines.torch_engine import TorchEngine
+from cnnlab.runs import RunLog
 from cnnlab.training import fit
-from cnnlab.training.engines import TorchEngine
-from cnnlab.training.run import RunLog
 from cnnlab.training.trainer import Session, _standard_callbacks
 
 
@@ -105,7 +105,7 @@ def cnnlab_fit(config, engine, train_loader, val_loader, scheduler, epochs: int)
     """cnnlab's fit with train()'s callbacks: CSV, best/last checkpoints, timer, NaN guard, log."""
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp)
-        session = Session(config, None, engine, train_loader, val_loader, None, scheduler, 0, 0, {})
+        session = Session(config, None, engine, train_loader, val_loader, None, scheduler, 0, 0, None)
         callbacks = _standard_callbacks(session, run_dir, RunLog(run_dir / "log.txt"), quiet=True)
         start = _clocks()
         fit(engine, train_loader, val_loader, epochs, scheduler, callbacks)

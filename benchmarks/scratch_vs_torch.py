@@ -10,7 +10,7 @@ engines start from the same weights and see the same batches. Measured in one pr
 1. speed: repeats interleave the two engines (scratch then torch, then torch then scratch, ...)
    so machine noise hits both alike; each repeat times `--steps` steps per engine; the ratio
    scratch / torch is taken per repeat and its median printed. Target <= 1.3.
-2. reference loops: the same step with the loop kernels of `cnnlab.scratch.reference` (conv,
+2. reference loops: the same step with the loop kernels of `cnnlab.verify.reference` (conv,
    max-pool, batch norm) on a few batches, over the fast engine's median step. Target >= 60.
 3. peak memory: each engine's step runs in a fresh child process with glibc's mmap threshold
    fixed at 64 KiB, so every large buffer is mapped on allocation and unmapped on free; the
@@ -65,7 +65,8 @@ from torch import nn
 
 from cnnlab import scratch
 from cnnlab.scratch import functional as F
-from cnnlab.scratch import losses, reference
+from cnnlab.scratch import losses
+from cnnlab.verify import reference
 from cnnlab.scratch.optim import SGD
 
 BATCH, LR, MOMENTUM = 100, 0.01, 0.9

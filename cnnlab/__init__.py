@@ -14,17 +14,17 @@ import os
 # an explicit OMP_WAIT_POLICY in the environment wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-__version__ = "0.1.0"
+from cnnlab.version import __version__
 
 # public name -> (module, attribute)
 _EXPORTS = {
-    "train": ("cnnlab.training", "train"),
+    "train": ("cnnlab.api", "train"),
     "Run": ("cnnlab.training", "Run"),
     "Config": ("cnnlab.config", "Config"),
     "load_config": ("cnnlab.config", "load_config"),
     "summary": ("cnnlab.inspect", "summary"),
     "diagram": ("cnnlab.inspect", "diagram"),
-    "predict": ("cnnlab.inspect", "predict"),
+    "predict": ("cnnlab.results", "predict"),
     "run_study": ("cnnlab.study", "run_study"),
     "report": ("cnnlab.study", "report"),
     "compare": ("cnnlab.study", "compare"),
@@ -34,7 +34,14 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 
+# submodules reachable as attributes after a bare `import cnnlab` (`cnnlab.plot.curves(run)`)
+_SUBMODULES = ("api", "config", "data", "engines", "inspect", "models", "plot", "results", "runs",
+               "scratch", "study", "training", "verify")
+
+
 def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"cnnlab.{name}")
     if name in _EXPORTS:
         module, attr = _EXPORTS[name]
         value = getattr(importlib.import_module(module), attr)

@@ -12,8 +12,9 @@ import os
 import sys
 import textwrap
 
-# Command modules, in the order `cnnlab --help` lists them.
-COMMAND_MODULES = ("train", "data", "models", "scratch", "inspect", "study")
+# Command modules, one per command and named after it, in the order `cnnlab --help` lists them.
+COMMAND_MODULES = ("train", "demo", "datasets", "models", "check", "summary", "diagram", "plot",
+                   "predict", "study", "report", "compare")
 
 
 def build_parser() -> argparse.ArgumentParser:

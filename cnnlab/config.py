@@ -30,13 +30,15 @@ from typing import Any, Optional, Union
 
 import yaml
 
+from cnnlab import engines, models
+from cnnlab.data.augment import AUGMENTATIONS
+from cnnlab.engines.optim import OPTIMIZERS, SCHEDULES, OptimConfig, ScheduleConfig
 from cnnlab.errors import ConfigError
 from cnnlab.utils import atomic_write_text, did_you_mean
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("constant", "step", "cosine", "onecycle")
-ENGINES = ("torch", "scratch")
-AUGMENTATIONS = ("crop", "flip", "rotate")
+# The names a config may use come from the registries that implement them: engines
+# (`cnnlab.engines`), optimisers and schedules (`cnnlab.engines.optim`, which also defines the
+# `optim` and `schedule` sections), augmentations (`cnnlab.data.augment`), zoo models.
 MONITORS = ("val_acc", "val_loss", "train_acc", "train_loss")
 
 
@@ -103,45 +105,16 @@ class ModelConfig:
     spec: Optional[list] = None
     options: FrozenMapping = field(default_factory=FrozenMapping)
 
+    @property
+    def ref(self):
+        """What `cnnlab.models` builds: the inline spec when there is one, else the zoo name."""
+        return self.spec if self.spec is not None else self.name
 
-@dataclass(frozen=True)
-class OptimConfig:
-    """The optimiser.
-
-    name: sgd, adam or adamw.
-    lr: peak learning rate (the schedule scales it per batch).
-    momentum, nesterov: SGD momentum and Nesterov's variant (nesterov needs momentum > 0).
-    weight_decay: L2 penalty for sgd/adam, decoupled decay for adamw.
-    betas, eps: Adam/AdamW moment coefficients and denominator epsilon.
-    """
-
-    name: str = "sgd"
-    lr: float = 0.05
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 5e-4
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-
-
-@dataclass(frozen=True)
-class ScheduleConfig:
-    """The learning-rate schedule, stepped once per batch.
-
-    name: constant, step (multiply by `gamma` every `step_size` epochs), cosine (anneal to
-        `min_lr` over the run) or onecycle (warm up to `max_lr`, default `optim.lr`, over the
-        first `pct_start` of the run, then anneal).
-    warmup_epochs: linear warmup from `warmup_start_factor * lr` before the schedule (0: none).
-    """
-
-    name: str = "constant"
-    step_size: int = 10
-    gamma: float = 0.5
-    warmup_epochs: int = 0
-    warmup_start_factor: float = 0.1
-    min_lr: float = 0.0
-    max_lr: Optional[float] = None
-    pct_start: float = 0.3
+    def resolved_options(self) -> dict:
+        """The zoo entry's option defaults overlaid with the config's (none for a spec)."""
+        if self.spec is not None:
+            return {}
+        return {**dict(models.get(self.name).options), **dict(self.options)}
 
 
 @dataclass(frozen=True)
@@ -445,18 +418,8 @@ def _type_error(key: str, value, expected: str) -> ConfigError:
     )
 
 
-def _zoo():
-    """`cnnlab.models` when it can be imported (it needs torch), else None."""
-    try:
-        import cnnlab.models as models
-    except ImportError:
-        return None
-    return models
-
-
 def _check_model_options(name: str, spec, options: dict) -> dict:
     """Validate zoo options (flat in YAML) against the zoo entry's options and their types."""
-    models = _zoo()
     if spec is not None:
         if options:
             raise ConfigError(
@@ -464,8 +427,6 @@ def _check_model_options(name: str, spec, options: dict) -> dict:
                 "only apply to zoo models (edit the spec instead)."
             )
         return {}
-    if models is None:
-        return dict(options)
     names = list(models.names())
     if name not in names:
         raise ConfigError(
@@ -504,7 +465,7 @@ def _check_values(c: Config) -> None:
     """Value checks that types alone cannot express."""
     _check_choice("optim.name", c.optim.name, OPTIMIZERS)
     _check_choice("schedule.name", c.schedule.name, SCHEDULES)
-    _check_choice("train.engine", c.train.engine, ENGINES)
+    _check_choice("train.engine", c.train.engine, engines.names())
     _check_choice("train.monitor", c.train.monitor, MONITORS)
     for aug in c.data.augment:
         _check_choice("data.augment", aug, AUGMENTATIONS)

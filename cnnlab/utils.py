@@ -1,4 +1,4 @@
-"""Small helpers shared by every module: atomic files, JSON, seeds, suggestions."""
+"""Small helpers shared by every module: atomic files, JSON, suggestions, `pair`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import contextlib
 import difflib
 import json
 import os
-import random
 import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -53,6 +52,15 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def save_figure(fig, path: str | os.PathLike) -> Path:
+    """Write a matplotlib figure atomically; the format follows the suffix (png, svg, pdf)."""
+    path = Path(path)
+    fmt = path.suffix.lstrip(".").lower() or "png"
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=fmt, dpi=fig.dpi)
+    return path
+
+
 def _json_default(obj):
     # numpy scalars and arrays, tuples, paths: written as plain JSON values
     if hasattr(obj, "tolist"):
@@ -71,23 +79,6 @@ def read_json(path: str | os.PathLike):
         return json.load(f)
 
 
-def set_seed(seed: int) -> None:
-    """Seed Python's, NumPy's, the scratch engine's and torch's generators."""
-    import numpy as np
-
-    from cnnlab.scratch import random as scratch_random
-
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    scratch_random.seed(seed)
-    try:
-        import torch
-
-        torch.manual_seed(seed)
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
-
-
 def closest(name: str, options: Iterable[str]) -> str | None:
     """The option most like `name`, for 'did you mean' hints, or None."""
     matches = difflib.get_close_matches(name, list(options), n=1, cutoff=0.5)
@@ -98,3 +89,16 @@ def did_you_mean(name: str, options: Iterable[str]) -> str:
     """' Did you mean 'x'?' or an empty string."""
     match = closest(name, options)
     return f" Did you mean '{match}'?" if match else ""
+
+
+def pair(value, name: str = "value") -> tuple[int, int]:
+    """An int or a 2-sequence of ints as an (h, w) pair, as torch's layers accept them."""
+    from cnnlab.errors import ModelError
+
+    if isinstance(value, int) or hasattr(value, "__index__"):  # numpy integers too
+        return int(value), int(value)
+    try:
+        first, second = value
+        return int(first), int(second)
+    except (TypeError, ValueError):
+        raise ModelError(f"{name} must be an int or a pair of ints; got {value!r}.") from None

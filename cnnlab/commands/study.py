@@ -1,4 +1,4 @@
-"""`cnnlab study`, `cnnlab report` and `cnnlab compare`: run a study, write its report, compare runs."""
+"""`cnnlab study`: run a study (grid x variants x seeds) in parallel, then write its report."""
 
 from __future__ import annotations
 
@@ -20,17 +20,7 @@ def register(subparsers) -> None:
     study.add_argument("--address", default=None, help="Ray cluster address (with --backend ray)")
     study.add_argument("--data-dir", default=None, help="dataset folder for every run (default: $CNNLAB_DATA)")
     study.add_argument("--no-report", action="store_true", help="do not write report.html at the end")
-    study.set_defaults(func=run_study_command)
-
-    rep = subparsers.add_parser("report", help="write the HTML/Markdown report of a study folder")
-    rep.add_argument("study_dir", metavar="STUDY_DIR")
-    rep.add_argument("-o", "--output", default=None, help="report path (default: STUDY_DIR/report.html)")
-    rep.set_defaults(func=run_report_command)
-
-    cmp_ = subparsers.add_parser("compare", help="the study report for loose run folders")
-    cmp_.add_argument("run_dirs", metavar="RUN_DIR", nargs="+")
-    cmp_.add_argument("-o", "--output", default="report.html", help="report path (default: report.html)")
-    cmp_.set_defaults(func=run_compare_command)
+    study.set_defaults(func=run)
 
 
 def _plan_lines(outcome) -> list[str]:
@@ -44,7 +34,7 @@ def _plan_lines(outcome) -> list[str]:
     return lines
 
 
-def run_study_command(args) -> int:
+def run(args) -> int:
     from cnnlab.study import report, run_study
     from cnnlab.study.progress import default_progress
 
@@ -61,17 +51,3 @@ def run_study_command(args) -> int:
     if not args.no_report:
         print(f"report: {report(outcome.study_dir)}")
     return 0 if outcome.ok else 1
-
-
-def run_report_command(args) -> int:
-    from cnnlab.study import report
-
-    print(f"report: {report(args.study_dir, args.output)}")
-    return 0
-
-
-def run_compare_command(args) -> int:
-    from cnnlab.study import compare
-
-    print(f"report: {compare(args.run_dirs, args.output)}")
-    return 0

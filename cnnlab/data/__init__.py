@@ -23,9 +23,9 @@ _EXPORTS = {
     "names": "cnnlab.data.registry",
     "resolve_data_dir": "cnnlab.data.registry",
     "resolve_cache_dir": "cnnlab.data.registry",
-    "Prepared": "cnnlab.data.splits",
-    "channel_stats": "cnnlab.data.splits",
-    "prepare": "cnnlab.data.splits",
+    "Prepared": "cnnlab.data.preparation",
+    "channel_stats": "cnnlab.data.preparation",
+    "prepare": "cnnlab.data.preparation",
     "stratified_split": "cnnlab.data.splits",
     "stratified_subset": "cnnlab.data.splits",
 }

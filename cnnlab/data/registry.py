@@ -24,6 +24,7 @@ from cnnlab.data.dataset import ArrayDataset
 from cnnlab.data.download import DEFAULT_TIMEOUT_S, download as fetch, file_md5, is_network_error
 from cnnlab.data.folder import read_image_folder
 from cnnlab.data.idx import read_idx
+from cnnlab.data.splits import stratified_split
 from cnnlab.errors import DataError
 from cnnlab.utils import did_you_mean
 
@@ -171,8 +172,6 @@ def describe(data_dir: str | os.PathLike | None = None) -> list[dict]:
 def load_digits() -> dict[str, ArrayDataset]:
     """scikit-learn's 8x8 digits as uint8 (N, 1, 8, 8) in 0..255, stratified 80/20 split."""
     from sklearn.datasets import load_digits as sklearn_digits
-
-    from cnnlab.data.splits import stratified_split
 
     bunch = sklearn_digits()
     # pixel values are 0..16; scale to the 0..255 range the rest of cnnlab expects

@@ -1,16 +1,12 @@
-"""Inspection: model summaries (params, MACs/FLOPs, memory), diagrams, run plots, predictions.
+"""Inspection of a model: summaries (params, MACs/FLOPs, memory) and diagrams, for both engines.
 
-matplotlib and Pillow load only when a figure or an image file is made, so importing this
-package stays cheap.
+A model is named by a zoo name, a spec, a spec file or a run folder (read through
+`cnnlab.runs`; nothing here imports the trainer). Figures and predictions of a finished run
+are `cnnlab.results`'. matplotlib loads only when a figure is made.
 """
 
 from cnnlab.inspect.diagram import diagram
-from cnnlab.inspect.plots import confusion, curves, plot_run, predictions
-from cnnlab.inspect.predict import Predictions, csv_text, predict, write_csv
 from cnnlab.inspect.stats import LayerStats, Summary
 from cnnlab.inspect.summary import summary
 
-__all__ = [
-    "LayerStats", "Predictions", "Summary", "confusion", "csv_text", "curves", "diagram",
-    "plot_run", "predict", "predictions", "summary", "write_csv",
-]
+__all__ = ["LayerStats", "Summary", "diagram", "summary"]

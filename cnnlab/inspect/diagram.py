@@ -15,6 +15,7 @@ from pathlib import Path
 from cnnlab.errors import CnnlabError
 from cnnlab.inspect.source import load_model
 from cnnlab.inspect.stats import LayerStats, collect
+from cnnlab.utils import save_figure
 
 ORIENTATIONS = ("vertical", "horizontal")
 FIGURE_SUFFIXES = (".png", ".svg", ".pdf")
@@ -332,7 +333,5 @@ def diagram(model_or_spec, input_shape=None, path=None, orientation: str = "vert
     shape = "x".join(str(s) for s in stats.input_shape)
     fig = draw(plan, orientation, title=f"{source.name} ({shape}): {stats.total_params:,} params, {stats.macs:,} MACs")
     if path is not None:
-        from cnnlab.inspect.plots import save_figure
-
         save_figure(fig, path)
     return fig

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import html
 import textwrap
+from typing import TYPE_CHECKING
 
-from cnnlab.inspect.stats import COUNTED_OPS, MEMORY_CONVENTION, LayerStats, Summary
+if TYPE_CHECKING:  # stats imports this module to render a Summary; types only, no cycle
+    from cnnlab.inspect.stats import LayerStats, Summary
 
 COLUMNS = ("Layer (type)", "Output shape", "Params", "MACs")
 HIDDEN = "--"  # shown for a block whose children have their own rows
@@ -77,7 +79,7 @@ def format_text(summary: Summary, depth: int | None = None) -> str:
             subsequent_indent=" " * (label_width + 2),
         ))
     out.append("-" * width)
-    out += textwrap.wrap(COUNTED_OPS, width) + textwrap.wrap(MEMORY_CONVENTION, width)
+    out += textwrap.wrap(summary.counted_ops, width) + textwrap.wrap(summary.memory_convention, width)
     out.append("=" * width)
     return "\n".join(out) + "\n"
 
@@ -104,5 +106,5 @@ def format_html(summary: Summary, depth: int | None = None) -> str:
         f"<div><p><b>{esc(_title(summary))}</b></p>"
         f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
         f"<table>{footer}</table>"
-        f"<p><small>{esc(COUNTED_OPS)}<br>{esc(MEMORY_CONVENTION)}</small></p></div>"
+        f"<p><small>{esc(summary.counted_ops)}<br>{esc(summary.memory_convention)}</small></p></div>"
     )

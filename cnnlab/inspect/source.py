@@ -8,9 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from cnnlab import engines, runs
 from cnnlab.errors import ModelError
-
-ENGINES = ("torch", "scratch")
 
 
 @dataclass(frozen=True)
@@ -43,13 +42,10 @@ def _is_module(obj) -> bool:
 
 def _run_folder_model(path: Path) -> tuple[object, dict, tuple, int, str]:
     """(spec or zoo name, options, input shape, classes, label) of a run folder's model."""
-    from cnnlab.training import Run
-
-    run = Run.load(path)
-    model_cfg = run.config.model
-    ref = model_cfg.spec if model_cfg.spec is not None else model_cfg.name
-    label = f"{run.path.parent.name}/{run.path.name}"
-    return ref, dict(model_cfg.options), run.input_shape, run.num_classes, label
+    run_dir = runs.find_run_dir(path)
+    args = runs.read_model_args(run_dir)
+    label = f"{run_dir.parent.name}/{run_dir.name}"
+    return args.ref, dict(args.options), args.input_shape, args.num_classes, label
 
 
 def load_model(
@@ -64,8 +60,7 @@ def load_model(
 
     `options` are a zoo model's options (e.g. `{"bn": False}` for `deep_cnn`).
     """
-    if engine not in ENGINES:
-        raise ModelError(f"Unknown engine '{engine}'; choose one of {', '.join(ENGINES)}.")
+    engines.get(engine)  # an unknown engine is refused before anything is built
     shape = parse_shape(input_shape)
     if _is_module(model_or_spec):
         if shape is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect as pyinspect
 from dataclasses import asdict, dataclass, field
+from typing import ClassVar
 from math import prod
 
 import numpy as np
@@ -56,6 +57,10 @@ class LayerStats:
 @dataclass(frozen=True)
 class Summary:
     """Statistics of one model for one input shape; `str()` is the text table."""
+
+    # the conventions behind the numbers, printed under every table
+    counted_ops: ClassVar[str] = COUNTED_OPS
+    memory_convention: ClassVar[str] = MEMORY_CONVENTION
 
     model_name: str
     engine: str

@@ -18,10 +18,8 @@ from cnnlab.models.match import match_widths, scale_widths
 from cnnlab.models.spec import LAYER_WORDS, Node, resolve_spec
 from cnnlab.models.zoo import ZooEntry, get, names
 
-ENGINES = ("torch", "scratch")
-
 __all__ = [
-    "ENGINES", "LAYER_WORDS", "Node", "ZooEntry", "build", "count_params", "get", "layer_macs",
+    "LAYER_WORDS", "Node", "ZooEntry", "build", "count_params", "get", "layer_macs",
     "load_spec", "match_params", "names", "resolve", "resolve_spec", "scale_widths", "spec_of",
 ]
 
@@ -102,12 +100,10 @@ def build(name_or_spec: Any, input_shape: tuple | None = None, num_classes: int 
     The same spec gives the same parameter names and shapes in both engines, so a scratch
     model can load a torch `state_dict()` directly.
     """
-    from cnnlab.models.builders import build_scratch, build_torch
+    from cnnlab import engines
 
-    if engine not in ENGINES:
-        raise ModelError(f"Unknown engine '{engine}'; choose one of: {', '.join(ENGINES)}.")
-    root = resolve(name_or_spec, input_shape, num_classes, **options)
-    return build_torch(root) if engine == "torch" else build_scratch(root)
+    builder = engines.get(engine).build_model
+    return builder(resolve(name_or_spec, input_shape, num_classes, **options))
 
 
 def count_params(model) -> int:

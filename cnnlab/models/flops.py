@@ -18,17 +18,15 @@ from __future__ import annotations
 
 from math import prod
 
+from cnnlab.utils import pair
+
 CONV_LINEAR = ("Conv2d", "ConvTranspose2d", "Linear")
-
-
-def _pair(v):
-    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
 
 def layer_params(kind: str, args: dict) -> int:
     """Number of trainable values the layer itself holds (children excluded)."""
     if kind in ("Conv2d", "ConvTranspose2d"):
-        kh, kw = _pair(args["kernel_size"])
+        kh, kw = pair(args["kernel_size"])
         groups = args.get("groups", 1)
         weight = args["in_channels"] * args["out_channels"] // groups * kh * kw
         return weight + (args["out_channels"] if args.get("bias", True) else 0)
@@ -50,10 +48,10 @@ def layer_buffers(kind: str, args: dict) -> int:
 def layer_macs(kind: str, args: dict, in_shape: tuple, out_shape: tuple) -> int:
     """MACs of one forward pass of the layer for one sample; see the module docstring."""
     if kind == "Conv2d":
-        kh, kw = _pair(args["kernel_size"])
+        kh, kw = pair(args["kernel_size"])
         return prod(out_shape) * (args["in_channels"] // args.get("groups", 1)) * kh * kw
     if kind == "ConvTranspose2d":
-        kh, kw = _pair(args["kernel_size"])
+        kh, kw = pair(args["kernel_size"])
         return prod(in_shape) * (args["out_channels"] // args.get("groups", 1)) * kh * kw
     if kind == "Linear":
         return args["in_features"] * args["out_features"]

@@ -39,7 +39,7 @@ from typing import Any, Iterator
 
 from cnnlab.errors import ModelError
 from cnnlab.models.flops import CONV_LINEAR, layer_buffers, layer_macs, layer_params
-from cnnlab.utils import did_you_mean
+from cnnlab.utils import did_you_mean, pair
 
 
 @dataclass
@@ -177,10 +177,6 @@ def _conv_out(size: int, k: int, stride: int, pad: int, dilation: int) -> int:
     return (size + 2 * pad - dilation * (k - 1) - 1) // stride + 1
 
 
-def _pair(v) -> tuple[int, int]:
-    return (int(v[0]), int(v[1])) if isinstance(v, (list, tuple)) else (int(v), int(v))
-
-
 def _shape_str(shape: tuple) -> str:
     return "x".join(str(s) for s in shape)
 
@@ -241,7 +237,7 @@ class _Resolver:
 
     def _conv(self, a, shape, name, path):
         self._need_image(shape, "Conv2d", path)
-        k, s, p, d = _pair(a["k"]), _pair(a["stride"]), _pair(a["pad"]), _pair(a["dilation"])
+        k, s, p, d = pair(a["k"]), pair(a["stride"]), pair(a["pad"]), pair(a["dilation"])
         c_in, groups = shape[0], int(a["groups"])
         if c_in % groups or int(a["out"]) % groups:
             raise ModelError(f"Conv2d at layer '{path}': groups={groups} must divide in_channels={c_in} and out_channels={a['out']}.")
@@ -252,8 +248,8 @@ class _Resolver:
 
     def _conv_transpose(self, a, shape, name, path):
         self._need_image(shape, "ConvTranspose2d", path)
-        k, s, p, d = _pair(a["k"]), _pair(a["stride"]), _pair(a["pad"]), _pair(a["dilation"])
-        op = _pair(a["output_pad"])
+        k, s, p, d = pair(a["k"]), pair(a["stride"]), pair(a["pad"]), pair(a["dilation"])
+        op = pair(a["output_pad"])
         hw = tuple((shape[i + 1] - 1) * s[i] - 2 * p[i] + d[i] * (k[i] - 1) + op[i] + 1 for i in range(2))
         if min(hw) < 1:
             raise ModelError(f"ConvTranspose2d at layer '{path}' gives an empty output for input {_shape_str(shape)}.")
@@ -297,9 +293,9 @@ class _Resolver:
 
     def _pool(self, kind, a, shape, name, path):
         self._need_image(shape, kind, path)
-        k = _pair(a["k"])
-        s = _pair(a["stride"]) if a["stride"] is not None else k
-        p = _pair(a["pad"])
+        k = pair(a["k"])
+        s = pair(a["stride"]) if a["stride"] is not None else k
+        p = pair(a["pad"])
         hw = self._spatial(shape, kind, path, k, s, p)
         args = dict(kernel_size=k, stride=s, padding=p)
         if kind == "AvgPool2d":
@@ -314,7 +310,7 @@ class _Resolver:
 
     def _adaptive_avgpool(self, a, shape, name, path):
         self._need_image(shape, "AdaptiveAvgPool2d", path)
-        size = _pair(a["size"])
+        size = pair(a["size"])
         return Node(name, "AdaptiveAvgPool2d", dict(output_size=size), shape, (shape[0],) + size)
 
     def _block(self, a, shape, name, path):

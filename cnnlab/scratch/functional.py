@@ -23,21 +23,11 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from cnnlab.errors import ModelError
+from cnnlab.utils import pair  # noqa: F401  (the layers use F.pair)
 
 
 # --------------------------------------------------------------------------------------------
 # helpers
-
-
-def pair(value, name: str = "value") -> tuple[int, int]:
-    """An int or a 2-sequence of ints as an (h, w) pair."""
-    if isinstance(value, (int, np.integer)):
-        return int(value), int(value)
-    try:
-        first, second = value
-        return int(first), int(second)
-    except (TypeError, ValueError):
-        raise ModelError(f"{name} must be an int or a pair of ints; got {value!r}.") from None
 
 
 def _nhwc(x: np.ndarray) -> np.ndarray:

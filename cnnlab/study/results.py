@@ -16,7 +16,8 @@ from typing import Sequence
 from cnnlab.errors import CnnlabError
 from cnnlab.study import diagnostics, stats
 from cnnlab.study.spec import slugify
-from cnnlab.study.store import RunRecord, read_run, read_state, resolve_run_dir
+from cnnlab.runs import RunRecord, find_run_dir, read_run
+from cnnlab.study.store import read_state
 
 CURVE_KEYS = ("train_loss", "val_loss", "train_acc", "val_acc")
 
@@ -104,7 +105,7 @@ def from_run_dirs(run_dirs: Sequence[str | Path], name: str = "comparison") -> S
     """Loose run folders as a study: each run is its own variant; the first is the baseline."""
     if len(run_dirs) < 1:
         raise CnnlabError("compare needs at least one run folder (two or more to compare).")
-    records = [read_run(resolve_run_dir(p)) for p in run_dirs]
+    records = [read_run(find_run_dir(p)) for p in run_dirs]
     base = records[0].config
     labels = [_run_label(r.path) for r in records]
     for i, label in enumerate(labels):  # keep labels unique when folders share names

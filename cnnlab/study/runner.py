@@ -37,9 +37,9 @@ TrainFn = Callable[[dict, str, str], "str | os.PathLike"]
 
 
 def train_with_cnnlab(config: dict, out: str, name: str) -> Path:
-    """The default train function: `cnnlab.training.train` on the validated config."""
+    """The default train function: `cnnlab.train` (training and figures) on the validated config."""
+    from cnnlab.api import train
     from cnnlab.config import load_config
-    from cnnlab.training import train
 
     return Path(train(load_config(config), out=out, name=name, quiet=True).path)
 
@@ -317,12 +317,10 @@ def _run_ray(tasks: list[Task], jobs: int, address: str | None, on_start, on_don
         ) from None
     import sys
 
-    import cnnlab
-
     threads = tasks[0].threads if tasks else 1
     # py_modules ships this cnnlab (and a train function's own module) to the workers, so a
     # cluster need not have them installed
-    modules = [cnnlab]
+    modules = [sys.modules["cnnlab"]]
     fn_module = sys.modules.get(getattr(tasks[0].train_fn, "__module__", "cnnlab") if tasks else "cnnlab")
     if fn_module is not None and not fn_module.__name__.startswith("cnnlab") and fn_module.__name__ != "__main__":
         modules.append(fn_module)

@@ -1,8 +1,11 @@
-"""Training: the fit loop, callbacks, engines, checkpoints, run folders and `train()`.
+"""Training: the fit loop, callbacks, checkpoints, `train()` and `Run`.
 
     run = train(load_config("examples/mnist_fast.yaml"))   # -> Run, folder runs/<name>/v<N>/
     run = Run.load("runs/small_cnn-digits/v1")
     state = fit(engine, train_loader, val_loader, epochs, scheduler, [CSVLogger("m.csv")])
+
+Engines (`cnnlab.engines`) and the run-folder format (`cnnlab.runs`) sit below this package;
+`cnnlab.train` (`cnnlab.api`) is this package's `train` plus the end-of-run plots.
 """
 
 from cnnlab.training.callbacks import (
@@ -18,10 +21,10 @@ from cnnlab.training.callbacks import (
     Timer,
     TqdmProgress,
     progress_callback,
-    read_metrics_csv,
 )
 from cnnlab.training.checkpoint import load_checkpoint, save_checkpoint
-from cnnlab.training.loop import METRIC_COLUMNS, FitState, evaluate, fit
+from cnnlab.runs import METRIC_COLUMNS
+from cnnlab.training.loop import FitState, evaluate, fit
 from cnnlab.training.run import Run
 from cnnlab.training.trainer import build_session, train
 
@@ -29,5 +32,5 @@ __all__ = [
     "BestCheckpoint", "CSVLogger", "Callback", "EarlyStopping", "EpochLines", "FitState",
     "LastCheckpoint", "LogLines", "METRIC_COLUMNS", "Monitor", "NaNGuard", "Run", "Timer",
     "TqdmProgress", "build_session", "evaluate", "fit", "load_checkpoint", "progress_callback",
-    "read_metrics_csv", "save_checkpoint", "train",
+    "save_checkpoint", "train",
 ]

@@ -10,18 +10,14 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import random
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from cnnlab.runs import write_metrics
 from cnnlab.training.checkpoint import save_checkpoint
-from cnnlab.utils import atomic_write_text
-
-METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_s")
-
 
 class Callback:
     """Base class: every hook is a no-op; override the ones you need."""
@@ -173,36 +169,6 @@ class LogLines(Callback):
         self.write(format_epoch_line(epoch, self.state.epochs, logs))
 
 
-def _csv_value(value) -> str:
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        return str(int(value))
-    return repr(float(value))  # repr round-trips exactly, so a resumed file matches
-
-
-def metrics_csv_text(history: list[dict]) -> str:
-    lines = [",".join(METRIC_COLUMNS)]
-    lines += [",".join(_csv_value(row[c]) for c in METRIC_COLUMNS) for row in history]
-    return "\n".join(lines) + "\n"
-
-
-def read_metrics_csv(path: str | os.PathLike) -> list[dict]:
-    """metrics.csv rows as dicts: epoch an int, everything else a float."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    lines = path.read_text(encoding="utf-8").splitlines()
-    if not lines:
-        return []
-    header = lines[0].split(",")
-    rows = []
-    for line in lines[1:]:
-        if not line.strip():
-            continue
-        values = dict(zip(header, line.split(",")))
-        rows.append({k: int(v) if k == "epoch" else float(v) for k, v in values.items()})
-    return rows
-
-
 class CSVLogger(Callback):
     """Rewrites metrics.csv (every epoch so far, including resumed ones) atomically each epoch."""
 
@@ -210,7 +176,7 @@ class CSVLogger(Callback):
         self.path = Path(path)
 
     def on_epoch_end(self, epoch, logs):
-        atomic_write_text(self.path, metrics_csv_text(self.state.history))
+        write_metrics(self.path, self.state.history)
 
 
 class NaNGuard(Callback):
@@ -335,7 +301,7 @@ class Timer(Callback):
         return {
             "s_per_epoch": self.epoch_s / self.epochs if self.epochs else None,
             "img_per_s": self.samples / self.train_s if self.train_s > 0 else None,
-            "train_s": self.epoch_s,
+            "train_s": self.train_s,
         }
 
     def state_dict(self):

@@ -12,7 +12,8 @@ import math
 import time
 from dataclasses import dataclass, field
 
-from cnnlab.training.callbacks import METRIC_COLUMNS, Callback
+from cnnlab.runs import METRIC_COLUMNS
+from cnnlab.training.callbacks import Callback
 
 __all__ = ["FitState", "evaluate", "fit", "METRIC_COLUMNS"]
 

@@ -1,95 +1,21 @@
-"""Run folders `<out>/<name>/v<N>/` and the `Run` object that reads one back.
+"""`Run`: a run folder read back, with its model, engine and predictions rebuilt from it.
 
-A run folder holds `config.yaml`, `metrics.csv`, `best.*` / `last.*` checkpoints,
-`result.json`, `log.txt` and plots; see docs/ARCHITECTURE.md. Everything is written
-atomically, so a reader sees either the previous version of a file or the new one.
+The folder's format (files, versions, model arguments) is `cnnlab.runs`'s; this adds what
+needs the typed config, the engines and the checkpoints.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from cnnlab.config import Config, load_config
+from cnnlab import engines, runs
+from cnnlab.config import Config
 from cnnlab.errors import ConfigError, DataError
-from cnnlab.training.callbacks import read_metrics_csv
 from cnnlab.training.checkpoint import load_checkpoint
-from cnnlab.utils import atomic_write_text, read_json
-
-CHECKPOINT_SUFFIXES = (".pt", ".npz")
-_VERSION = re.compile(r"^v(\d+)$")
-
-
-def run_name(config: Config) -> str:
-    """`train.name`, or `<model>-<dataset>` made safe for a folder name."""
-    if config.train.name:
-        return config.train.name
-    dataset = config.data.dataset
-    if dataset.startswith("folder:"):
-        dataset = "folder-" + Path(dataset[len("folder:"):].rstrip("/\\")).stem
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{config.model.name}-{dataset}")
-
-
-def _versions(parent: Path) -> list[int]:
-    if not parent.is_dir():
-        return []
-    return sorted(int(m.group(1)) for p in parent.iterdir() if (m := _VERSION.match(p.name)))
-
-
-def new_run_dir(out: str | os.PathLike, name: str) -> Path:
-    """Create and return the next free `<out>/<name>/v<N>` (safe against parallel runs)."""
-    parent = Path(out) / name
-    parent.mkdir(parents=True, exist_ok=True)
-    number = (_versions(parent) or [0])[-1] + 1
-    while True:
-        path = parent / f"v{number}"
-        try:
-            path.mkdir()
-            return path
-        except FileExistsError:
-            number += 1
-
-
-def find_run_dir(path: str | os.PathLike) -> Path:
-    """A run folder from its path, or from `<out>/<name>` (its latest version)."""
-    path = Path(path)
-    if (path / "config.yaml").is_file():
-        return path
-    versions = _versions(path)
-    if versions:
-        latest = path / f"v{versions[-1]}"
-        if (latest / "config.yaml").is_file():
-            return latest
-    raise ConfigError(
-        f"'{path}' is not a run folder: it has no config.yaml"
-        + (" and no v<N> versions." if path.is_dir() else " (the folder does not exist).")
-        + " Give a path like runs/<name>/v1 as written by `cnnlab train`."
-    )
-
-
-def checkpoint_path(run_dir: Path, which: str) -> Path | None:
-    """`<run_dir>/<which>.pt` or `.npz`, whichever exists."""
-    for suffix in CHECKPOINT_SUFFIXES:
-        candidate = run_dir / f"{which}{suffix}"
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-class RunLog:
-    """log.txt: lines kept in memory and the whole file rewritten atomically on each write."""
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        self.lines = self.path.read_text(encoding="utf-8").splitlines() if self.path.is_file() else []
-
-    def write(self, line: str) -> None:
-        self.lines.extend(str(line).splitlines() or [""])
-        atomic_write_text(self.path, "\n".join(self.lines) + "\n")
 
 
 @dataclass
@@ -103,14 +29,9 @@ class Run:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Run":
-        run_dir = find_run_dir(path)
-        result_path = run_dir / "result.json"
-        return cls(
-            path=run_dir,
-            config=load_config(run_dir / "config.yaml"),
-            metrics=read_metrics_csv(run_dir / "metrics.csv"),
-            result=read_json(result_path) if result_path.is_file() else {},
-        )
+        record = runs.read_run(runs.find_run_dir(path))
+        return cls(path=record.path, config=Config.from_dict(record.config),
+                   metrics=record.metrics, result=record.result)
 
     def __repr__(self) -> str:
         r = self.result
@@ -125,40 +46,35 @@ class Run:
     def classes(self) -> tuple[str, ...]:
         return tuple(self.result.get("classes") or ())
 
+    def model_args(self) -> runs.ModelArgs:
+        """What the run's model was built from (model.json; rebuilt for older runs)."""
+        return runs.read_model_args(self.path)
+
     @property
     def input_shape(self) -> tuple[int, int, int]:
-        return tuple(self._result_field("input_shape"))
+        return tuple(self.model_args().input_shape)
 
     @property
     def num_classes(self) -> int:
-        return int(self._result_field("num_classes"))
-
-    def _result_field(self, key: str):
-        if key not in self.result:
-            raise ConfigError(
-                f"Run '{self.path}' has no '{key}' in result.json (the file is missing or from an "
-                "incomplete run), so its model cannot be rebuilt."
-            )
-        return self.result[key]
+        return self.model_args().num_classes
 
     def checkpoint(self, which: str = "best") -> dict:
         """The checkpoint payload `which` ('best' or 'last')."""
-        path = checkpoint_path(self.path, which)
+        path = runs.checkpoint_path(self.path, which)
         if path is None:
+            suffixes = " or ".join(f"{which}{s}" for s in engines.checkpoint_suffixes())
             raise ConfigError(
-                f"Run '{self.path}' has no '{which}' checkpoint ({which}.pt or {which}.npz); "
-                "checkpoints present: "
-                f"{sorted(p.name for p in self.path.glob('*') if p.suffix in CHECKPOINT_SUFFIXES) or 'none'}."
+                f"Run '{self.path}' has no '{which}' checkpoint ({suffixes}); checkpoints "
+                f"present: {runs.checkpoint_files(self.path) or 'none'}."
             )
         return load_checkpoint(path)
 
     def _build_model(self):
         import cnnlab.models as models
 
-        cfg = self.config
-        ref = cfg.model.spec if cfg.model.spec is not None else cfg.model.name
-        return models.build(ref, self.input_shape, self.num_classes, engine=cfg.train.engine,
-                            **dict(cfg.model.options))
+        args = self.model_args()
+        return models.build(args.ref, args.input_shape, args.num_classes, engine=args.engine,
+                            **args.options)
 
     def model(self, which: str = "best"):
         """The model in its engine with the `which` checkpoint's weights, in eval mode."""
@@ -171,11 +87,10 @@ class Run:
         """An engine (the run's kind) holding the `which` checkpoint, in eval mode."""
         import torch
 
-        from cnnlab.training.engines import engine_device, make_engine
-
         cfg = self.config
-        device = engine_device(cfg.train.engine, device or cfg.train.device)
-        engine = make_engine(cfg.train.engine, self._build_model(), cfg.train, cfg.optim, device)
+        spec = engines.get(self.model_args().engine)
+        engine = spec.make_adapter(self._build_model(), cfg.train, cfg.optim,
+                                   spec.resolve_device(device or cfg.train.device))
         with torch.random.fork_rng(devices=[]):  # loading the saved RNG must not touch the caller's
             engine.load_state_dict(self.checkpoint(which))
         engine.eval()

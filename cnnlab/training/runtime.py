@@ -1,10 +1,11 @@
-"""Process-level settings for a training run: allocator tuning, threads, signals."""
+"""Process-level settings for a training run: seeds, allocator tuning, threads, signals."""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
 import ctypes.util
+import random
 import signal
 import sys
 import threading
@@ -16,6 +17,19 @@ MMAP_THRESHOLD_BYTES = 32 * 1024 * 1024
 TRIM_THRESHOLD_BYTES = 256 * 1024 * 1024
 
 _allocator_tuned = False
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python's, NumPy's, the scratch engine's and torch's generators."""
+    import numpy as np
+    import torch
+
+    from cnnlab.scratch import random as scratch_random
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    scratch_random.seed(seed)
+    torch.manual_seed(seed)
 
 
 def tune_allocator() -> bool:

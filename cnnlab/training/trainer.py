@@ -2,31 +2,32 @@
 
 The steps: prepare the data (validation split carved from train), build the model in the
 configured engine, create the run folder, fit with the standard callbacks, evaluate the test
-set once from the best checkpoint, write result.json and the plots. `resume=RUN_DIR`
-rebuilds the same objects from the run's config.yaml and continues from last.pt.
+set once from the best checkpoint, write result.json. `resume=RUN_DIR` rebuilds the same
+objects from the run's config.yaml and continues from last.pt. Drawing the run's plots is not
+training's job: `cnnlab.train` (`cnnlab.api`) adds them.
 """
 
 from __future__ import annotations
 
 import math
 import platform
-import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-import cnnlab
+from cnnlab import engines, runs
 from cnnlab.config import Config, load_config
+from cnnlab.engines.optim import build_scheduler
 from cnnlab.errors import ConfigError, TrainingInterrupted
+from cnnlab.runs import RunLog, checkpoint_path
 from cnnlab.training import callbacks as cb
 from cnnlab.training.checkpoint import load_checkpoint
-from cnnlab.training.engines import engine_device, make_engine
 from cnnlab.training.loop import evaluate, fit
-from cnnlab.training.run import Run, RunLog, checkpoint_path, find_run_dir, new_run_dir, run_name
-from cnnlab.training.runtime import compute_threads, sigterm_as_interrupt, tune_allocator
-from cnnlab.utils import set_seed, write_json
+from cnnlab.training.run import Run
+from cnnlab.training.runtime import compute_threads, set_seed, sigterm_as_interrupt, tune_allocator
+from cnnlab.version import __version__
 
 EVAL_BATCH_SIZE = 512  # evaluation holds no activations for backward, so bigger batches are cheap
 
@@ -44,26 +45,28 @@ class Session:
     scheduler: object
     params: int
     macs: int
-    model_options: dict
+    model_args: runs.ModelArgs
 
 
 def build_session(config: Config) -> Session:
     """Data, model, engine, loaders and scheduler for `config`, seeded for reproducibility."""
     import cnnlab.data as data
     import cnnlab.models as models
-    from cnnlab.schedules import build_scheduler
 
     t = config.train
     tune_allocator()
     set_seed(t.seed)
     prepared = data.prepare(config.data, t.seed)
-    device = engine_device(t.engine, t.device)
-    ref = config.model.spec if config.model.spec is not None else config.model.name
-    options = _resolved_options(config)
-    node = models.resolve(ref, prepared.input_shape, prepared.num_classes, **options)
+    engine_spec = engines.get(t.engine)
+    device = engine_spec.resolve_device(t.device)
+    model_args = runs.ModelArgs(ref=config.model.ref, options=config.model.resolved_options(),
+                                input_shape=tuple(prepared.input_shape),
+                                num_classes=prepared.num_classes, engine=t.engine,
+                                label=config.model.name)
+    node = models.resolve(model_args.ref, model_args.input_shape, model_args.num_classes,
+                          **model_args.options)
     set_seed(t.seed)  # the initial weights depend only on the seed
-    model = models.build(ref, prepared.input_shape, prepared.num_classes, engine=t.engine, **options)
-    engine = make_engine(t.engine, model, t, config.optim, device)
+    engine = engine_spec.make_adapter(engine_spec.build_model(node), t, config.optim, device)
     loader_args = dict(mean=prepared.mean, std=prepared.std, device=engine.device,
                        channels_last=getattr(engine, "channels_last", False))
     # drop a ragged last batch (BatchNorm cannot train on one sample) unless it is the only one
@@ -77,28 +80,17 @@ def build_session(config: Config) -> Session:
     scheduler = build_scheduler(engine.optimizer, config.schedule, len(train_loader), t.epochs)
     return Session(config, prepared, engine, train_loader, val_loader, test_loader, scheduler,
                    params=int(node.total_params()), macs=int(node.total_macs()),
-                   model_options=options)
+                   model_args=model_args)
 
 
-def _resolved_options(config: Config) -> dict:
-    """The zoo entry's option defaults overlaid with the config's options."""
-    import cnnlab.models as models
-
-    if config.model.spec is not None:
-        return {}
-    return {**dict(models.get(config.model.name).options), **dict(config.model.options)}
-
-
-def train(config=None, out=None, name=None, resume=None, *, callbacks=(), quiet: bool = False,
-          plots: bool = True) -> Run:
+def train(config=None, out=None, name=None, resume=None, *, callbacks=(), quiet: bool = False) -> Run:
     """Train a model and return its `Run`.
 
     config: a Config, a dict in the YAML form, a YAML path, or None for the defaults.
     out, name: override `train.out` / `train.name`; the run goes to `<out>/<name>/v<N>/`.
     resume: a run folder to continue from its last.pt (config, out and name are then taken
         from the run). callbacks: extra `Callback`s, run after the standard ones.
-    quiet: no progress output (log.txt is still written). plots: write curves/confusion/
-    predictions PNGs at the end.
+    quiet: no progress output (log.txt is still written).
     """
     if resume is not None:
         if config is not None or out is not None or name is not None:
@@ -107,7 +99,7 @@ def train(config=None, out=None, name=None, resume=None, *, callbacks=(), quiet:
                 f"not pass config, out or name as well (got config={type(config).__name__}, "
                 f"out={out!r}, name={name!r})."
             )
-        run_dir = find_run_dir(resume)
+        run_dir = runs.find_run_dir(resume)
         config = Run.load(run_dir).config
     else:
         config = config if isinstance(config, Config) else load_config(config)
@@ -115,13 +107,13 @@ def train(config=None, out=None, name=None, resume=None, *, callbacks=(), quiet:
         config = config.replace(**updates) if updates else config
     with compute_threads(config.train.threads):
         if resume is not None:
-            return _resume(run_dir, callbacks, quiet, plots)
+            return _resume(run_dir, callbacks, quiet)
         session = build_session(config)
-        run_dir = new_run_dir(config.train.out, run_name(config))
-        return _execute(session, run_dir, None, callbacks, quiet, plots)
+        run_dir = runs.new_run_dir(config.train.out, runs.run_name(config))
+        return _execute(session, run_dir, None, callbacks, quiet)
 
 
-def _resume(run_dir: Path, callbacks, quiet, plots) -> Run:
+def _resume(run_dir: Path, callbacks, quiet) -> Run:
     previous = Run.load(run_dir)
     if previous.status in ("completed", "diverged"):
         raise ConfigError(
@@ -133,20 +125,20 @@ def _resume(run_dir: Path, callbacks, quiet, plots) -> Run:
         raise ConfigError(f"Run '{run_dir}' has no last.pt/last.npz to resume from.")
     checkpoint = load_checkpoint(last)
     session = build_session(previous.config)
-    return _execute(session, run_dir, checkpoint, callbacks, quiet, plots)
+    return _execute(session, run_dir, checkpoint, callbacks, quiet)
 
 
 def _standard_callbacks(session: Session, run_dir: Path, log: RunLog, quiet: bool) -> list:
     """Timer first (others read its numbers), last.pt last (it saves everyone's final state)."""
     t = session.config.train
-    suffix = session.engine.checkpoint_suffix
+    suffix = engines.get(t.engine).checkpoint_suffix
     extra = {"config": session.config.to_dict()}
     best = cb.BestCheckpoint(run_dir / f"best{suffix}", monitor=t.monitor, extra=extra)
     last = cb.LastCheckpoint(run_dir / f"last{suffix}", extra=extra)
     callbacks = [cb.Timer(), cb.NaNGuard(), best]
     if t.patience is not None:
         callbacks.append(cb.EarlyStopping(t.monitor, t.patience, restore_best=False))
-    callbacks += [cb.CSVLogger(run_dir / "metrics.csv"), cb.LogLines(log.write)]
+    callbacks += [cb.CSVLogger(run_dir / runs.METRICS_FILE), cb.LogLines(log.write)]
     if not quiet:
         callbacks.append(cb.progress_callback())
     callbacks.append(last)
@@ -162,7 +154,7 @@ def _static_result(session: Session, run_dir: Path) -> dict:
         "status": "running",
         "name": run_dir.parent.name,
         "model": c.model.name,
-        "model_options": session.model_options,
+        "model_options": session.model_args.options,
         "dataset": c.data.dataset,
         "engine": c.train.engine,
         "device": session.engine.device,
@@ -178,7 +170,7 @@ def _static_result(session: Session, run_dir: Path) -> dict:
         "test_samples": len(p.test),
         "monitor": c.train.monitor,
         "versions": {"python": platform.python_version(), "numpy": np.__version__,
-                     "torch": torch.__version__, "cnnlab": cnnlab.__version__},
+                     "torch": torch.__version__, "cnnlab": __version__},
     }
 
 
@@ -193,14 +185,15 @@ def _restore(session: Session, checkpoint: dict, callbacks: list, run_dir: Path)
             callback.load_state_dict(states[callback.key])
     cb.set_global_rng_state(checkpoint.get("global_rng"))
     epoch = int(checkpoint["epoch"])
-    history = [row for row in cb.read_metrics_csv(run_dir / "metrics.csv") if row["epoch"] <= epoch]
+    history = [row for row in runs.read_metrics(run_dir / runs.METRICS_FILE) if row["epoch"] <= epoch]
     return epoch, history
 
 
-def _execute(session: Session, run_dir: Path, checkpoint, extra_callbacks, quiet, plots) -> Run:
+def _execute(session: Session, run_dir: Path, checkpoint, extra_callbacks, quiet) -> Run:
     config = session.config
-    log = RunLog(run_dir / "log.txt")
-    config.save(run_dir / "config.yaml")
+    log = RunLog(run_dir / runs.LOG_FILE)
+    config.save(run_dir / runs.CONFIG_FILE)  # first: it is what makes the folder a run
+    runs.write_model_args(run_dir, session.model_args)
     result = _static_result(session, run_dir)
     callbacks = _standard_callbacks(session, run_dir, log, quiet)
     callbacks[-1:-1] = list(extra_callbacks)  # user callbacks run before last.pt is written
@@ -212,7 +205,7 @@ def _execute(session: Session, run_dir: Path, checkpoint, extra_callbacks, quiet
         log.write(f"run {run_dir}: {config.model.name} on {config.data.dataset}, "
                   f"{config.train.engine} engine on {session.engine.device}, "
                   f"{result['params']:,} params")
-    write_json(run_dir / "result.json", result)
+    runs.write_result(run_dir, result)
     timer = next(c for c in callbacks if isinstance(c, cb.Timer))
     try:
         with sigterm_as_interrupt():
@@ -223,7 +216,7 @@ def _execute(session: Session, run_dir: Path, checkpoint, extra_callbacks, quiet
     except KeyboardInterrupt:
         done = _epochs_done(run_dir)
         result.update(status="interrupted", epochs_run=done, **timer.summary())
-        write_json(run_dir / "result.json", result)
+        runs.write_result(run_dir, result)
         message = (f"Training stopped by Ctrl-C or SIGTERM after epoch {done} of "
                    f"{config.train.epochs}; last checkpoint and metrics.csv are saved in "
                    f"'{run_dir}'. Resume with: cnnlab train --resume {run_dir}")
@@ -232,18 +225,16 @@ def _execute(session: Session, run_dir: Path, checkpoint, extra_callbacks, quiet
     except Exception as err:
         result.update(status="failed", error=f"{type(err).__name__}: {err}",
                       epochs_run=_epochs_done(run_dir), **timer.summary())
-        write_json(run_dir / "result.json", result)
+        runs.write_result(run_dir, result)
         log.write("failed: " + "".join(traceback.format_exception(err)).rstrip())
         raise
-    write_json(run_dir / "result.json", result)
+    runs.write_result(run_dir, result)
     log.write(_summary_line(result))
-    if plots:
-        _write_plots(run_dir, log)
     return Run.load(run_dir)
 
 
 def _epochs_done(run_dir: Path) -> int:
-    rows = cb.read_metrics_csv(run_dir / "metrics.csv")
+    rows = runs.read_metrics(run_dir / runs.METRICS_FILE)
     return rows[-1]["epoch"] if rows else 0
 
 
@@ -281,18 +272,3 @@ def _summary_line(result: dict) -> str:
     acc_text = f"test_acc {100 * acc:.2f}%" if acc is not None else "no test accuracy"
     return (f"{result['status']}: {result['epochs_run']} epoch(s), {acc_text} "
             f"(best epoch {result.get('best_epoch')}), {result.get('s_per_epoch') or 0:.2f} s/epoch")
-
-
-def _write_plots(run_dir: Path, log: RunLog) -> None:
-    """The inspection plots; a failure is a warning in log.txt, never a lost run."""
-    try:
-        from cnnlab.inspect import plot_run
-    except ImportError as err:
-        log.write(f"warning: plots skipped, cnnlab.inspect.plot_run unavailable ({err})")
-        return
-    try:
-        plot_run(run_dir)
-    except Exception as err:  # noqa: BLE001 - plots must never lose a finished run
-        log.write(f"warning: plots failed: {type(err).__name__}: {err}")
-        print(f"warning: plots failed ({type(err).__name__}: {err}); see {run_dir / 'log.txt'}",
-              file=sys.stderr)

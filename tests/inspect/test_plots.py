@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from cnnlab.errors import CnnlabError
-from cnnlab.inspect.plots import (
+from cnnlab.results.plots import (
     Evaluation, confusion, confusion_matrix, curves, plot_run, predictions, _choose,
 )
 

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from cnnlab.errors import DataError
-from cnnlab.inspect import csv_text, predict, write_csv
-from cnnlab.inspect.predict import Predictions, read_images
+from cnnlab.results import csv_text, predict, write_csv
+from cnnlab.results.predict import Predictions, read_images
 
 
 def _fake_run(channels=1, size=8):

@@ -6,7 +6,7 @@ import torch
 
 from cnnlab import models
 from cnnlab.errors import ModelError
-from cnnlab.models.builders import build_scratch
+from cnnlab.engines.scratch_engine import build_model as build_scratch
 from cnnlab.models.spec import Node
 
 CHEAP = ["mlp", "lenet", "lenet_nopool", "deep_cnn", "small_cnn", "simple_cnn", "vgg8", "vgg8_bn", "resnet18"]

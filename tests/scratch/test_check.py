@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from cnnlab import cli
-from cnnlab.scratch import check
+from cnnlab.verify import check
 from cnnlab.scratch import random as scratch_random
 
 LAYER_OPS = {"Conv2d", "ConvTranspose2d", "Linear", "MaxPool2d", "AvgPool2d",

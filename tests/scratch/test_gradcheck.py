@@ -10,7 +10,7 @@ import pytest
 from cnnlab import scratch
 from cnnlab.errors import ModelError
 from cnnlab.scratch import functional as F
-from cnnlab.scratch.gradcheck import check_function, check_module, numerical_gradient
+from cnnlab.verify.gradcheck import check_function, check_module, numerical_gradient
 
 LAYERS = {
     "Linear": (lambda: scratch.Linear(5, 3), (4, 5)),

@@ -14,7 +14,7 @@ from _scratch_torch import TOLERANCE, TORCH_DTYPE, compare_module
 from cnnlab.errors import ModelError
 from cnnlab import scratch
 from cnnlab.scratch import random as scratch_random
-from cnnlab.scratch.check import torch_basic_block
+from cnnlab.verify.check import torch_basic_block
 
 
 def _layer_pairs():

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from cnnlab.errors import ModelError
 from cnnlab.scratch import losses
-from cnnlab.scratch.gradcheck import numerical_gradient
+from cnnlab.verify.gradcheck import numerical_gradient
 
 
 def _ours_and_torch(logits, target, smoothing, dloss=1.0):

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-import cnnlab.schedules as cnn_sched
+import cnnlab.scratch.optim.lr_scheduler as cnn_sched
+from cnnlab.engines.optim import OptimConfig, build_optimizer
+from cnnlab.engines.scratch_engine import SCRATCH_OPTIMIZERS
 from cnnlab.errors import ConfigError, ModelError
 from cnnlab.scratch import optim
 from cnnlab.scratch.parameter import Parameter
@@ -244,15 +246,16 @@ def test_param_groups_take_their_own_settings():
 
 def test_build_optimizer_from_config():
     p = [Parameter(np.zeros(2))]
-    sgd = optim.build_optimizer(p, {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True})
+    sgd = build_optimizer(p, {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True}, SCRATCH_OPTIMIZERS)
     assert isinstance(sgd, optim.SGD) and sgd.param_groups[0]["nesterov"] is True
-    adamw = optim.build_optimizer(p, {"name": "AdamW", "lr": 0.01, "betas": [0.8, 0.9]})
+    adamw = build_optimizer(p, {"name": "AdamW", "lr": 0.01, "betas": [0.8, 0.9]}, SCRATCH_OPTIMIZERS)
     assert isinstance(adamw, optim.AdamW)
     assert adamw.param_groups[0]["betas"] == (0.8, 0.9)
-    assert adamw.param_groups[0]["weight_decay"] == 1e-2  # AdamW's own default
+    # what the dict leaves out takes the config's one set of defaults
+    assert adamw.param_groups[0]["weight_decay"] == OptimConfig().weight_decay
     with pytest.raises(ConfigError, match=r"'adma'.*adam, adamw, sgd.*Did you mean 'adam'"):
-        optim.build_optimizer(p, {"name": "adma", "lr": 0.1})
+        build_optimizer(p, {"name": "adma", "lr": 0.1}, SCRATCH_OPTIMIZERS)
 
 
-def test_schedulers_are_reexported():
-    assert optim.StepLR is cnn_sched.StepLR and optim.OneCycleLR is cnn_sched.OneCycleLR
+def test_schedulers_live_beside_the_optimisers_as_in_torch():
+    assert optim.lr_scheduler.StepLR is cnn_sched.StepLR  # torch.optim.lr_scheduler.StepLR

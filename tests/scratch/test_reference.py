@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cnnlab.scratch import functional as F
-from cnnlab.scratch import reference as R
+from cnnlab.verify import reference as R
 
 
 def _close(a, b):

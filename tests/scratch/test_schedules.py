@@ -1,4 +1,4 @@
-"""cnnlab.schedules against torch.optim.lr_scheduler: lr sequences, state, the config factory."""
+"""cnnlab.scratch.optim.lr_scheduler and cnnlab.engines.optim.build_scheduler against torch.optim.lr_scheduler: lr sequences, state, the config factory."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-import cnnlab.schedules as ours
+import cnnlab.scratch.optim.lr_scheduler as ours
+from cnnlab.engines.optim import build_scheduler
 from cnnlab.errors import ConfigError
 from cnnlab.scratch.optim import SGD, Adam
 from cnnlab.scratch.parameter import Parameter
@@ -156,7 +157,7 @@ def test_onecycle_without_momentum_support_needs_cycle_momentum_false():
 
 def _schedule(cfg, steps_per_epoch=10, epochs=6, lr=0.2, optimizer=None):
     optimizer = optimizer or _scratch_optimizer(lr)
-    scheduler = ours.build_scheduler(optimizer, cfg, steps_per_epoch, epochs)
+    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch, epochs)
     return _lrs(scheduler, optimizer, steps_per_epoch * epochs)
 
 
@@ -208,7 +209,7 @@ def test_build_accepts_config_objects():
     "cfg, message",
     [
         ({"name": "cosin"}, r"'cosin'; valid names are constant, step, cosine, onecycle.*'cosine'"),
-        ({"name": "step"}, r"step_size > 0"),
+        ({"name": "step", "step_size": 0}, r"step_size > 0"),
         ({"name": "cosine", "warmup_epochs": 6}, r"warmup_epochs=6 must be >= 0 and shorter"),
         ({"name": "onecycle", "warmup_epochs": 1}, r"warms up by itself"),
         ({"name": "step", "step_size": 2, "gamma": "half"},
@@ -217,12 +218,12 @@ def test_build_accepts_config_objects():
 )
 def test_build_errors(cfg, message):
     with pytest.raises(ConfigError, match=message):
-        ours.build_scheduler(_scratch_optimizer(), cfg, steps_per_epoch=10, epochs=6)
+        build_scheduler(_scratch_optimizer(), cfg, steps_per_epoch=10, epochs=6)
 
 
 def test_build_rejects_empty_loader():
     with pytest.raises(ConfigError, match="steps_per_epoch"):
-        ours.build_scheduler(Adam([Parameter(np.zeros(1))]), {"name": "cosine"}, 0, 3)
+        build_scheduler(Adam([Parameter(np.zeros(1))]), {"name": "cosine"}, 0, 3)
 
 
 @pytest.mark.parametrize("case", ["onecycle-per-group", "sequential-3"])

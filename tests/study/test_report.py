@@ -7,7 +7,7 @@ import yaml
 from cnnlab import cli
 from cnnlab.errors import CnnlabError
 from cnnlab.study import aggregate, compare, report, run_study, stats
-from cnnlab.study.store import read_run
+from cnnlab.runs import read_run
 
 from fakes import fake_train
 

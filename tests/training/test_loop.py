@@ -12,7 +12,7 @@ from torch import nn
 from cnnlab.config import OptimConfig
 from cnnlab.training import (Callback, EarlyStopping, EpochLines, Monitor, NaNGuard, Timer,
                              TqdmProgress, evaluate, fit, progress_callback)
-from cnnlab.training.engines import TorchEngine
+from cnnlab.engines.torch_engine import TorchEngine
 
 
 def _batches(n_batches=4, batch=8, seed=0):

@@ -12,7 +12,8 @@ from cnnlab.errors import ConfigError, ModelError, TrainingInterrupted
 from cnnlab.scratch import random as scratch_random
 from cnnlab.training import Callback, train
 from cnnlab.training.checkpoint import load_checkpoint, save_checkpoint
-from cnnlab.training.scratch_engine import ScratchEngine
+from cnnlab import engines
+from cnnlab.engines.scratch_engine import ScratchEngine
 
 SGD_CFG = {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4}
 ADAM_CFG = {"name": "adamw", "lr": 3e-3, "weight_decay": 1e-2}
@@ -42,7 +43,7 @@ def test_training_lowers_the_loss(optim_cfg):
     scratch_random.seed(0)
     engine = ScratchEngine(models.build("small_cnn", (1, 8, 8), 10, engine="scratch"), optim_cfg,
                            label_smoothing=0.1)
-    assert (engine.name, engine.device, engine.checkpoint_suffix) == ("scratch", "cpu", ".npz")
+    assert (engine.name, engine.device, engines.get(engine.name).checkpoint_suffix) == ("scratch", "cpu", ".npz")
     x, y = _batch()
     engine.train()
     losses = []
@@ -166,12 +167,12 @@ def test_interrupted_scratch_run_resumes_exactly(tiny_config):
     config = tiny_config(**{"train.engine": "scratch", "optim.name": "adamw", "optim.lr": 3e-3,
                             "schedule.warmup_epochs": 1, "data.augment": ["flip"],
                             "data.train_limit": 160})
-    full = train(config, quiet=True, plots=False)
+    full = train(config, quiet=True)
     assert (full.path / "last.npz").is_file() and full.result["status"] == "completed"
     scratch_random.generator().random(5)  # train() seeds the scratch generator itself
     with pytest.raises(TrainingInterrupted):
-        train(config, quiet=True, plots=False, callbacks=[_StopAtEpoch(2)])
-    resumed = train(resume=full.path.parent / "v2", quiet=True, plots=False)
+        train(config, quiet=True, callbacks=[_StopAtEpoch(2)])
+    resumed = train(resume=full.path.parent / "v2", quiet=True)
     assert resumed.result["status"] == "completed"
     assert _metrics_without_time(resumed) == _metrics_without_time(full)
     assert full.metrics[-1]["train_loss"] < full.metrics[0]["train_loss"]

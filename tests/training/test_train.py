@@ -39,7 +39,7 @@ class StopAt(Callback):
 
 
 def test_train_writes_a_complete_run_folder(tiny_config):
-    run = train(tiny_config(), quiet=True, plots=False)
+    run = train(tiny_config(), quiet=True)
     files = {p.name for p in run.path.iterdir()}
     assert {"config.yaml", "metrics.csv", "best.pt", "last.pt", "result.json", "log.txt"} <= files
     assert run.path.name == "v1" and run.path.parent.name == "tiny"
@@ -65,7 +65,7 @@ def test_train_writes_a_complete_run_folder(tiny_config):
 
 
 def test_test_accuracy_comes_from_the_best_checkpoint(tiny_config):
-    run = train(tiny_config(), quiet=True, plots=False)
+    run = train(tiny_config(), quiet=True)
     test = run.test_data()
     probs = run.predict(test.images)
     assert probs.shape == (len(test), 10) and np.allclose(probs.sum(1), 1, atol=1e-5)
@@ -74,8 +74,8 @@ def test_test_accuracy_comes_from_the_best_checkpoint(tiny_config):
 
 
 def test_second_run_gets_the_next_version_and_identical_metrics(tiny_config):
-    first = train(tiny_config(), quiet=True, plots=False)
-    second = train(tiny_config(), quiet=True, plots=False)
+    first = train(tiny_config(), quiet=True)
+    second = train(tiny_config(), quiet=True)
     assert second.path.name == "v2"
     assert _metrics_without_time(first.path) == _metrics_without_time(second.path)
 
@@ -83,25 +83,25 @@ def test_second_run_gets_the_next_version_and_identical_metrics(tiny_config):
 @pytest.mark.parametrize("use_signal", [False, True], ids=["ctrl-c", "sigterm"])
 def test_interrupt_then_resume_equals_an_uninterrupted_run(tiny_config, use_signal):
     config = tiny_config(**{"data.augment": ["crop", "flip"], "train.patience": 5})
-    full = train(config, quiet=True, plots=False)
+    full = train(config, quiet=True)
     with pytest.raises(TrainingInterrupted, match="--resume") as err:
-        train(config, quiet=True, plots=False, callbacks=[StopAt(3, use_signal)])
+        train(config, quiet=True, callbacks=[StopAt(3, use_signal)])
     stopped = full.path.parent / "v2"
     assert str(stopped) in str(err.value)
     assert json.loads((stopped / "result.json").read_text())["status"] == "interrupted"
     assert torch.load(stopped / "last.pt", weights_only=True)["epoch"] == 2
 
-    resumed = train(resume=stopped, quiet=True, plots=False)
+    resumed = train(resume=stopped, quiet=True)
     assert resumed.path == stopped and resumed.result["status"] == "completed"
     assert _metrics_without_time(stopped) == _metrics_without_time(full.path)
     assert resumed.result["test_acc"] == full.result["test_acc"]
     assert "resumed from epoch 2" in (stopped / "log.txt").read_text()
     with pytest.raises(ConfigError, match="nothing to resume"):
-        train(resume=stopped, quiet=True, plots=False)
+        train(resume=stopped, quiet=True)
 
 
 def test_huge_learning_rate_ends_diverged_with_metrics_kept(tiny_config):
-    run = train(tiny_config(**{"optim.lr": 1e12, "train.epochs": 4}), quiet=True, plots=False)
+    run = train(tiny_config(**{"optim.lr": 1e12, "train.epochs": 4}), quiet=True)
     assert run.result["status"] == "diverged" and "non-finite" in run.result["stop_reason"]
     assert 1 <= len(run.metrics) < 4 and run.result["epochs_run"] == len(run.metrics)
     last = run.metrics[-1]
@@ -111,7 +111,7 @@ def test_huge_learning_rate_ends_diverged_with_metrics_kept(tiny_config):
 def test_early_stopping_ends_a_stalled_run(tiny_config):
     run = train(tiny_config(**{"optim.lr": 1e-12, "train.epochs": 8, "train.patience": 2,
                                "optim.weight_decay": 0.0, "schedule.name": "constant"}),
-                quiet=True, plots=False)
+                quiet=True)
     assert run.result["status"] == "completed" and "early stop" in run.result["stop_reason"]
     assert run.result["epochs_run"] == 3 and run.result["best_epoch"] == 1
 
@@ -122,7 +122,7 @@ def test_an_exception_marks_the_run_failed_and_is_reraised(tiny_config):
             raise ValueError("callback bug")
 
     with pytest.raises(ValueError, match="callback bug"):
-        train(tiny_config(), quiet=True, plots=False, callbacks=[Broken()])
+        train(tiny_config(), quiet=True, callbacks=[Broken()])
     run = Run.load(tiny_config().train.out + "/tiny/v1")
     assert run.result["status"] == "failed" and "callback bug" in run.result["error"]
     assert "Traceback" in (run.path / "log.txt").read_text()
@@ -130,7 +130,7 @@ def test_an_exception_marks_the_run_failed_and_is_reraised(tiny_config):
 
 def test_a_model_that_does_not_fit_the_input_raises_before_any_folder(tiny_config, tmp_path):
     with pytest.raises(ModelError, match="16x16"):
-        train(tiny_config(**{"model.name": "deep_cnn"}), quiet=True, plots=False)
+        train(tiny_config(**{"model.name": "deep_cnn"}), quiet=True)
     assert not (tmp_path / "runs").exists()
 
 
@@ -141,8 +141,7 @@ def test_run_load_rejects_a_folder_that_is_not_a_run(tmp_path):
 
 def test_scratch_engine_runs_write_npz_and_predict_like_their_test_accuracy(tiny_config):
     # exact resume of scratch runs is covered in test_scratch_engine.py
-    run = train(tiny_config(**{"train.engine": "scratch", "data.train_limit": 200}), quiet=True,
-                plots=False)
+    run = train(tiny_config(**{"train.engine": "scratch", "data.train_limit": 200}), quiet=True)
     assert {"best.npz", "last.npz"} <= {p.name for p in run.path.iterdir()}
     assert run.result["engine"] == "scratch" and run.checkpoint("last")["epoch"] == 3
     test = run.test_data()

@@ -1,4 +1,4 @@
-"""The NumPy engine adapter: runs batches of a `cnnlab.scratch` model for the fit loop.
+"""The NumPy engine: its model builder and the adapter that runs a `cnnlab.scratch` model.
 
 It implements the engine protocol of docs/ARCHITECTURE.md, like `TorchEngine`: the fit loop
 hands it torch CPU float32 batches, which become NumPy arrays without a copy (`x.numpy()`)
@@ -13,10 +13,31 @@ from typing import Any
 
 import numpy as np
 
+import cnnlab.scratch as scratch
+from cnnlab.engines.build import check_supported, instantiate
+from cnnlab.engines.optim import build_optimizer
 from cnnlab.errors import ConfigError, ModelError
+from cnnlab.scratch import optim as scratch_optim
 from cnnlab.scratch import random as scratch_random
 from cnnlab.scratch.losses import CrossEntropyLoss, num_correct
-from cnnlab.scratch.optim import build_optimizer
+
+LAYER_KINDS = ("Conv2d", "ConvTranspose2d", "Linear", "BatchNorm1d", "BatchNorm2d", "ReLU",
+               "LeakyReLU", "Sigmoid", "Tanh", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
+               "Flatten", "Dropout", "BasicBlock", "Sequential")
+SCRATCH_OPTIMIZERS = {"sgd": scratch_optim.SGD, "adam": scratch_optim.Adam,
+                      "adamw": scratch_optim.AdamW}
+
+
+def layer_classes() -> dict:
+    """The `cnnlab.scratch` class for each layer kind of the spec language it implements."""
+    return {kind: getattr(scratch, kind) for kind in LAYER_KINDS if hasattr(scratch, kind)}
+
+
+def build_model(root):
+    """A resolved model tree as a `cnnlab.scratch` module (refused up front if an op is missing)."""
+    classes = layer_classes()
+    check_supported(root, classes, "scratch")
+    return instantiate(root, classes, "scratch")
 
 
 def _as_array(batch: Any, dtype: np.dtype | None = None) -> np.ndarray:
@@ -51,7 +72,6 @@ class ScratchEngine:
 
     name = "scratch"
     device = "cpu"
-    checkpoint_suffix = ".npz"
     channels_last = False
 
     def __init__(self, model, optim_cfg, *, label_smoothing: float = 0.0, device: str = "cpu",
@@ -69,7 +89,7 @@ class ScratchEngine:
                 )
         self.model = model
         _skip_input_gradient(model)
-        self.optimizer = build_optimizer(model.parameters(), optim_cfg)
+        self.optimizer = build_optimizer(model.parameters(), optim_cfg, SCRATCH_OPTIMIZERS)
         self.loss_fn = CrossEntropyLoss(label_smoothing=label_smoothing)
         params = model.parameters()
         self.dtype = params[0].data.dtype if params else np.dtype(np.float32)

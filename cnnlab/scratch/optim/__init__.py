@@ -4,8 +4,9 @@
 (first-step momentum buffer, nesterov, Adam's bias correction, AdamW's decoupled decay), so
 a scratch model and a torch model fed the same gradients follow the same trajectory.
 Hyperparameters live in `param_groups` (a list of dicts with `"lr"` and `"params"`, as in
-torch) and are read there on every `step()`, so the schedulers in `cnnlab.schedules`
-(re-exported here) drive these optimisers and torch's alike.
+torch) and are read there on every `step()`, so the schedulers in
+`cnnlab.scratch.optim.lr_scheduler` (as in torch: `torch.optim.lr_scheduler`) drive these
+optimisers and torch's alike.
 
 Updates are in place. Temporaries go to one reusable workspace per optimiser: a fresh
 temporary the size of a large weight would be mapped and unmapped by the allocator on every
@@ -20,36 +21,10 @@ from typing import Any, Iterable
 import numpy as np
 
 from cnnlab.errors import ConfigError, ModelError
-from cnnlab.schedules import (  # noqa: F401  (re-exported: `from cnnlab.scratch.optim import StepLR`)
-    ConstantLR,
-    CosineAnnealingLR,
-    LinearLR,
-    LRScheduler,
-    OneCycleLR,
-    SequentialLR,
-    StepLR,
-    build_scheduler,
-    config_value,
-)
+from cnnlab.scratch.optim import lr_scheduler  # noqa: F401  (as torch.optim.lr_scheduler)
 from cnnlab.scratch.parameter import Parameter
-from cnnlab.utils import did_you_mean
 
-__all__ = [
-    "Optimizer",
-    "SGD",
-    "Adam",
-    "AdamW",
-    "build_optimizer",
-    "OPTIMIZERS",
-    "LRScheduler",
-    "StepLR",
-    "CosineAnnealingLR",
-    "OneCycleLR",
-    "LinearLR",
-    "ConstantLR",
-    "SequentialLR",
-    "build_scheduler",
-]
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "lr_scheduler"]
 
 
 def _check_range(name: str, value: float, low: float, high: float = math.inf,
@@ -361,30 +336,3 @@ class AdamW(Adam):
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 1e-2):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
-
-
-OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
-
-
-def build_optimizer(params: Iterable[Parameter], optim_cfg: Any) -> Optimizer:
-    """The optimiser named by `optim_cfg.name` (`sgd` | `adam` | `adamw`) over `params`.
-
-    `optim_cfg` (a config object or dict) supplies `lr`, `momentum`, `nesterov` (SGD),
-    `weight_decay`, `betas`, `eps` (Adam/AdamW); missing settings take torch's defaults.
-    """
-    name = str(config_value(optim_cfg, "name", "sgd")).lower()
-    if name not in OPTIMIZERS:
-        raise ConfigError(
-            f"Unknown optimiser optim.name={name!r}; valid names are "
-            f"{', '.join(sorted(OPTIMIZERS))}.{did_you_mean(name, OPTIMIZERS)}"
-        )
-    lr = config_value(optim_cfg, "lr", None)
-    if lr is None:
-        raise ConfigError(f"Optimiser {name!r} needs a learning rate (optim.lr); got none.")
-    weight_decay = config_value(optim_cfg, "weight_decay", 0.0 if name != "adamw" else 1e-2)
-    if name == "sgd":
-        return SGD(params, lr=lr, momentum=config_value(optim_cfg, "momentum", 0.0),
-                   nesterov=bool(config_value(optim_cfg, "nesterov", False)),
-                   weight_decay=weight_decay)
-    return OPTIMIZERS[name](params, lr=lr, betas=tuple(config_value(optim_cfg, "betas", (0.9, 0.999))),
-                            eps=config_value(optim_cfg, "eps", 1e-8), weight_decay=weight_decay)

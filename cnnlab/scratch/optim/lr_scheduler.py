@@ -13,7 +13,7 @@ last bit:
   lists, dicts, strings) and `load_state_dict()` restores it, also after a JSON round trip.
 
 `OneCycleLR` can cycle momentum (torch's default) on optimizers whose groups have `momentum`
-or `betas`. `build_scheduler` builds the schedule named in a config, counted in batches.
+or `betas`. `cnnlab.engines.optim.build_scheduler` builds the schedule a config names.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from bisect import bisect_right
 from typing import Any, Sequence
 
 from cnnlab.errors import ConfigError
-from cnnlab.utils import did_you_mean
 
 __all__ = [
     "LRScheduler",
@@ -34,16 +33,7 @@ __all__ = [
     "CosineAnnealingLR",
     "OneCycleLR",
     "SequentialLR",
-    "SCHEDULES",
-    "build_scheduler",
-    "config_value",
 ]
-
-
-def config_value(cfg: Any, key: str, default: Any = None) -> Any:
-    """`cfg.key` for a config dataclass, `cfg[key]` for a dict; `default` when absent or None."""
-    value = cfg.get(key) if isinstance(cfg, dict) else getattr(cfg, key, None)
-    return default if value is None else value
 
 
 def _plain(value: Any) -> Any:
@@ -57,7 +47,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _param_groups(optimizer: Any) -> list[dict]:
+def param_groups_of(optimizer: Any) -> list[dict]:
     groups = getattr(optimizer, "param_groups", None)
     if not isinstance(groups, list) or not groups or not all(
         isinstance(g, dict) and "lr" in g for g in groups
@@ -70,13 +60,13 @@ def _param_groups(optimizer: Any) -> list[dict]:
     return groups
 
 
-def _positive_int(owner: str, name: str, value: Any, minimum: int = 1) -> int:
+def as_positive_int(owner: str, name: str, value: Any, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(f"{owner} needs {name} to be an integer >= {minimum}; got {value!r}.")
     return value
 
 
-def _number(owner: str, name: str, value: Any) -> float:
+def as_number(owner: str, name: str, value: Any) -> float:
     try:
         return float(value)
     except (TypeError, ValueError):
@@ -84,7 +74,7 @@ def _number(owner: str, name: str, value: Any) -> float:
 
 
 def _factor(owner: str, name: str, value: Any, low: float, high: float, low_open: bool) -> float:
-    number = _number(owner, name, value)
+    number = as_number(owner, name, value)
     if number > high or number < low or (low_open and number == low):
         bracket = "(" if low_open else "["
         raise ConfigError(f"{owner} needs {name} in {bracket}{low}, {high}]; got {value!r}.")
@@ -96,7 +86,7 @@ class LRScheduler:
 
     def __init__(self, optimizer: Any, last_epoch: int = -1):
         self.optimizer = optimizer
-        groups = _param_groups(optimizer)
+        groups = param_groups_of(optimizer)
         if last_epoch == -1:
             for group in groups:
                 group.setdefault("initial_lr", group["lr"])
@@ -176,8 +166,8 @@ class StepLR(LRScheduler):
     """Multiply the lr by `gamma` every `step_size` steps."""
 
     def __init__(self, optimizer: Any, step_size: int, gamma: float = 0.1, last_epoch: int = -1):
-        self.step_size = _positive_int("StepLR", "step_size", step_size)
-        self.gamma = _number("StepLR", "gamma", gamma)
+        self.step_size = as_positive_int("StepLR", "step_size", step_size)
+        self.gamma = as_number("StepLR", "gamma", gamma)
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self) -> list[float]:
@@ -196,7 +186,7 @@ class ConstantLR(LRScheduler):
     def __init__(self, optimizer: Any, factor: float = 1.0 / 3, total_iters: int = 5,
                  last_epoch: int = -1):
         self.factor = _factor("ConstantLR", "factor", factor, 0.0, 1.0, low_open=False)
-        self.total_iters = _positive_int("ConstantLR", "total_iters", total_iters, minimum=0)
+        self.total_iters = as_positive_int("ConstantLR", "total_iters", total_iters, minimum=0)
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self) -> list[float]:
@@ -221,7 +211,7 @@ class LinearLR(LRScheduler):
         self.start_factor = _factor("LinearLR", "start_factor", start_factor, 0.0, 1.0,
                                     low_open=True)
         self.end_factor = _factor("LinearLR", "end_factor", end_factor, 0.0, 1.0, low_open=False)
-        self.total_iters = _positive_int("LinearLR", "total_iters", total_iters)
+        self.total_iters = as_positive_int("LinearLR", "total_iters", total_iters)
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self) -> list[float]:
@@ -246,8 +236,8 @@ class CosineAnnealingLR(LRScheduler):
     recursively, as torch does)."""
 
     def __init__(self, optimizer: Any, T_max: int, eta_min: float = 0.0, last_epoch: int = -1):
-        self.T_max = _positive_int("CosineAnnealingLR", "T_max", T_max)
-        self.eta_min = _number("CosineAnnealingLR", "eta_min", eta_min)
+        self.T_max = as_positive_int("CosineAnnealingLR", "T_max", T_max)
+        self.eta_min = as_number("CosineAnnealingLR", "eta_min", eta_min)
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self) -> list[float]:
@@ -289,8 +279,8 @@ class OneCycleLR(LRScheduler):
                  max_momentum: float = 0.95, div_factor: float = 25.0,
                  final_div_factor: float = 1e4, three_phase: bool = False,
                  last_epoch: int = -1):
-        groups = _param_groups(optimizer)
-        self.total_steps = _positive_int("OneCycleLR", "total_steps", total_steps)
+        groups = param_groups_of(optimizer)
+        self.total_steps = as_positive_int("OneCycleLR", "total_steps", total_steps)
         pct_start = _factor("OneCycleLR", "pct_start", pct_start, 0.0, 1.0, low_open=False)
         if anneal_strategy not in ("cos", "linear"):
             raise ConfigError(
@@ -350,8 +340,8 @@ class OneCycleLR(LRScheduler):
                     f"OneCycleLR got {len(value)} values for {name} but the optimizer has "
                     f"{len(groups)} param groups; give one value or one per group."
                 )
-            return [_number("OneCycleLR", name, v) for v in value]
-        return [_number("OneCycleLR", name, value)] * len(groups)
+            return [as_number("OneCycleLR", name, v) for v in value]
+        return [as_number("OneCycleLR", name, value)] * len(groups)
 
     def get_lr(self) -> list[float]:
         step = self.last_epoch
@@ -389,7 +379,7 @@ class SequentialLR:
 
     def __init__(self, optimizer: Any, schedulers: Sequence[Any], milestones: Sequence[int],
                  last_epoch: int = -1):
-        groups = _param_groups(optimizer)
+        groups = param_groups_of(optimizer)
         if not schedulers:
             raise ConfigError("SequentialLR needs at least one scheduler; got none.")
         for index, scheduler in enumerate(schedulers):
@@ -469,81 +459,3 @@ class SequentialLR:
     def __repr__(self) -> str:
         names = ", ".join(type(s).__name__ for s in self._schedulers)
         return f"SequentialLR([{names}], milestones={self._milestones}, lr={self._last_lr})"
-
-
-SCHEDULES = ("constant", "step", "cosine", "onecycle")
-
-
-def build_scheduler(optimizer: Any, schedule_cfg: Any, steps_per_epoch: int,
-                    epochs: int) -> LRScheduler | SequentialLR:
-    """The schedule a config names, to be stepped once per BATCH (after `optimizer.step()`).
-
-    `schedule_cfg` (a config object or dict) has `name` (`constant` | `step` | `cosine` |
-    `onecycle`) and, as the schedule needs them: `step_size` (epochs between decays) and
-    `gamma` (step); `min_lr` (cosine's floor; onecycle's final lr when > 0); `max_lr`
-    (onecycle's peak, default the optimizer's lr) and `pct_start` (default 0.3);
-    `cycle_momentum` (onecycle, default False: only the lr moves); `warmup_epochs` (0 = none)
-    and `warmup_start_factor` (default 0.1): a linear warm-up from that fraction of the lr,
-    after which the main schedule starts (a cosine then spans the remaining steps).
-    Epoch counts are converted to steps with `steps_per_epoch`, so decays land on epoch
-    boundaries.
-    """
-    name = str(config_value(schedule_cfg, "name", "constant")).lower()
-    if name not in SCHEDULES:
-        raise ConfigError(
-            f"Unknown schedule schedule.name={name!r}; valid names are "
-            f"{', '.join(SCHEDULES)}.{did_you_mean(name, SCHEDULES)}"
-        )
-    steps_per_epoch = _positive_int("build_scheduler", "steps_per_epoch", steps_per_epoch)
-    epochs = _positive_int("build_scheduler", "epochs", epochs)
-
-    def number(key: str, default: float | None) -> float | None:
-        value = config_value(schedule_cfg, key, default)
-        return None if value is None else _number("The schedule", f"schedule.{key}", value)
-
-    total_steps = steps_per_epoch * epochs
-    warmup_epochs = number("warmup_epochs", 0.0)
-    warmup_steps = int(round(warmup_epochs * steps_per_epoch))
-    if warmup_epochs < 0 or (warmup_steps >= total_steps and name != "constant"):
-        raise ConfigError(
-            f"schedule.warmup_epochs={warmup_epochs:g} must be >= 0 and shorter than the "
-            f"{epochs} training epoch(s), so the '{name}' schedule has steps left."
-        )
-    min_lr = number("min_lr", 0.0)
-
-    if name == "onecycle":
-        if warmup_steps:
-            raise ConfigError(
-                f"schedule.warmup_epochs={warmup_epochs:g} with the onecycle schedule: onecycle "
-                "warms up by itself (pct_start); set warmup_epochs to 0."
-            )
-        max_lr = number("max_lr", None)
-        groups = _param_groups(optimizer)
-        max_lrs = [max_lr] * len(groups) if max_lr is not None else [
-            float(group["lr"]) for group in groups]
-        div_factor = 25.0
-        final_div = max_lrs[0] / div_factor / min_lr if min_lr > 0 else 1e4
-        return OneCycleLR(optimizer, max_lrs, total_steps=total_steps,
-                          pct_start=number("pct_start", 0.3),
-                          cycle_momentum=bool(config_value(schedule_cfg, "cycle_momentum", False)),
-                          div_factor=div_factor, final_div_factor=final_div)
-
-    if name == "constant":
-        main: LRScheduler = ConstantLR(optimizer, factor=1.0, total_iters=0)
-    elif name == "step":
-        step_size = number("step_size", None)
-        if step_size is None or step_size <= 0:
-            raise ConfigError(
-                f"The step schedule needs schedule.step_size > 0 (epochs between decays); "
-                f"got {step_size!r}."
-            )
-        main = StepLR(optimizer, step_size=max(1, int(round(step_size * steps_per_epoch))),
-                      gamma=number("gamma", 0.1))
-    else:
-        main = CosineAnnealingLR(optimizer, T_max=total_steps - warmup_steps, eta_min=min_lr)
-    if warmup_steps == 0:
-        return main
-    warmup = LinearLR(optimizer,
-                      start_factor=number("warmup_start_factor", 0.1),
-                      end_factor=1.0, total_iters=warmup_steps)
-    return SequentialLR(optimizer, [warmup, main], milestones=[warmup_steps])

@@ -4,7 +4,7 @@ Each check builds the scratch layer and its torch twin with the same weights (fl
 one forward and one backward with the same random output gradient, and records the largest
 relative error of the output (forward) and of every gradient: input, parameters and, for
 batch norm, the running statistics (backward). RoIPool is compared with the loop
-transcription of torchvision's kernel in `cnnlab.scratch.reference` (torchvision is not a
+transcription of torchvision's kernel in `cnnlab.verify.reference` (torchvision is not a
 dependency). A check passes when both errors are below `TOLERANCE`.
 """
 
@@ -14,7 +14,7 @@ import numpy as np
 
 from cnnlab.scratch import layers as L
 from cnnlab.scratch import random as scratch_random
-from cnnlab.scratch import reference
+from cnnlab.verify import reference
 
 TOLERANCE = 1e-7  # float64 relative error
 
@@ -103,7 +103,7 @@ def _layer_cases(rng, torch):
 
 def torch_basic_block(in_channels, out_channels, stride=1):
     """The torch twin of `cnnlab.scratch.BasicBlock`: the block the torch engine builds."""
-    from cnnlab.models.blocks import BasicBlock
+    from cnnlab.engines.torch_engine import BasicBlock
 
     return BasicBlock(in_channels, out_channels, stride)
 

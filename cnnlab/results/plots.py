@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from cnnlab.errors import CnnlabError, DataError
-from cnnlab.utils import atomic_path
+from cnnlab.training import Run
+from cnnlab.utils import save_figure
 
 PLOT_FILES = ("curves.png", "confusion.png", "predictions.png")
 CORRECT_COLOUR, MISTAKE_COLOUR = "#1a7f37", "#cf222e"
@@ -44,8 +45,6 @@ class Evaluation:
 def load_run(run):
     """A Run object from a Run or a run folder path."""
     if isinstance(run, (str, Path)):
-        from cnnlab.training import Run
-
         return Run.load(run)
     return run
 
@@ -213,15 +212,6 @@ def predictions(run, n: int = 25, mistakes_only: bool = False, outputs: Evaluati
         title = f"Test predictions: {len(chosen)} images, {wrong} mistake(s) in red"
     fig.suptitle(title + "\npredicted class, confidence / true class", fontsize=10)
     return fig
-
-
-def save_figure(fig, path: str | Path) -> Path:
-    """Write a figure atomically; the format follows the file suffix (png, svg, pdf)."""
-    path = Path(path)
-    fmt = path.suffix.lstrip(".").lower() or "png"
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=fmt, dpi=fig.dpi)
-    return path
 
 
 def plot_run(run_dir, mistakes_only: bool = False) -> list[Path]:

@@ -12,7 +12,8 @@ import math
 
 import numpy as np
 
-from cnnlab.scratch.functional import conv_output_size, pair
+from cnnlab.scratch.functional import conv_output_size
+from cnnlab.utils import pair
 
 
 def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):

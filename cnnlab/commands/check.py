@@ -17,7 +17,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from cnnlab.scratch.check import format_table, run_checks
+    from cnnlab.verify.check import format_table, run_checks
 
     rows = run_checks(seed=args.seed)
     print(format_table(rows))

@@ -1,8 +1,8 @@
-"""The PyTorch engine and the name -> engine factory table.
+"""The PyTorch engine: its model builder, device rule and the adapter the fit loop drives.
 
 An engine owns a model, its optimiser and loss, and knows how to run one batch. The fit loop
 talks to engines only through the protocol in docs/ARCHITECTURE.md, so the same loop drives
-`TorchEngine` and the NumPy `ScratchEngine`.
+`TorchEngine` and the NumPy `ScratchEngine`; `cnnlab.engines` registers both.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from cnnlab.engines.build import instantiate
+from cnnlab.engines.optim import build_optimizer
 from cnnlab.errors import ConfigError
 
 
@@ -28,28 +30,51 @@ def pick_device(requested: str = "auto") -> str:
     return requested
 
 
-def make_optimizer(params, optim_cfg) -> torch.optim.Optimizer:
-    """torch.optim SGD / Adam / AdamW from an OptimConfig."""
-    name = optim_cfg.name
-    if name == "sgd":
-        return torch.optim.SGD(
-            params,
-            lr=optim_cfg.lr,
-            momentum=optim_cfg.momentum,
-            nesterov=optim_cfg.nesterov,
-            weight_decay=optim_cfg.weight_decay,
-        )
-    adam_kwargs = dict(
-        lr=optim_cfg.lr,
-        betas=tuple(optim_cfg.betas),
-        eps=optim_cfg.eps,
-        weight_decay=optim_cfg.weight_decay,
-    )
-    if name == "adam":
-        return torch.optim.Adam(params, **adam_kwargs)
-    if name == "adamw":
-        return torch.optim.AdamW(params, **adam_kwargs)
-    raise ConfigError(f"optim.name must be one of sgd, adam, adamw, got {name!r}.")
+class BasicBlock(nn.Module):
+    """ResNet basic block (torchvision layout): conv3x3-BN-ReLU-conv3x3-BN, plus the shortcut.
+
+    x: (N, in_channels, H, W) -> (N, out_channels, H/stride, W/stride). The shortcut is a 1x1
+    conv + BN (`downsample`) when the stride or the width changes, otherwise the identity.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.downsample = None
+        if stride != 1 or in_channels != out_channels:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), nn.BatchNorm2d(out_channels)
+            )
+
+    def forward(self, x):
+        # ReLU is applied functionally (no child module) so that both engines' blocks have
+        # the same children: conv1, bn1, conv2, bn2, downsample.
+        identity = x if self.downsample is None else self.downsample(x)
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return torch.relu(out + identity)
+
+
+LAYER_KINDS = ("Conv2d", "ConvTranspose2d", "Linear", "BatchNorm1d", "BatchNorm2d", "ReLU",
+               "LeakyReLU", "Sigmoid", "Tanh", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
+               "Flatten", "Dropout")
+
+
+def layer_classes() -> dict:
+    """The torch class for each layer kind of the spec language."""
+    return {"BasicBlock": BasicBlock, "Sequential": nn.Sequential,
+            **{kind: getattr(nn, kind) for kind in LAYER_KINDS}}
+
+
+def build_model(root) -> nn.Module:
+    """A resolved model tree as a `torch.nn.Module`."""
+    return instantiate(root, layer_classes(), "torch")
+
+
+TORCH_OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 
 
 def _has_conv(model: nn.Module) -> bool:
@@ -66,7 +91,6 @@ class TorchEngine:
     """
 
     name = "torch"
-    checkpoint_suffix = ".pt"
 
     def __init__(self, model: nn.Module, optim_cfg, *, label_smoothing: float = 0.0,
                  device: str = "cpu", amp: bool = True, channels_last: bool = True, **_ignored):
@@ -76,7 +100,7 @@ class TorchEngine:
         self.model = model.to(self._device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.optimizer = make_optimizer(self.model.parameters(), optim_cfg)
+        self.optimizer = build_optimizer(self.model.parameters(), optim_cfg, TORCH_OPTIMIZERS)
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self._on_cuda = self._device.type == "cuda"
         self._autocast = bool(amp) and self._on_cuda
@@ -148,39 +172,3 @@ class TorchEngine:
             torch.set_rng_state(torch.as_tensor(rng["torch"], dtype=torch.uint8))
         if rng.get("cuda") and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([torch.as_tensor(s, dtype=torch.uint8) for s in rng["cuda"]])
-
-
-def _torch_engine(model, train_cfg, optim_cfg, device: str):
-    return TorchEngine(model, optim_cfg, label_smoothing=train_cfg.label_smoothing, device=device,
-                       amp=train_cfg.amp, channels_last=train_cfg.channels_last)
-
-
-def _scratch_engine(model, train_cfg, optim_cfg, device: str):
-    from cnnlab.training.scratch_engine import ScratchEngine
-
-    return ScratchEngine(model, optim_cfg, label_smoothing=train_cfg.label_smoothing, device="cpu")
-
-
-# engine name -> (factory(model, train_cfg, optim_cfg, device), the device it runs on)
-ENGINE_FACTORIES = {
-    "torch": (_torch_engine, pick_device),
-    "scratch": (_scratch_engine, lambda requested: "cpu"),
-}
-
-
-def engine_device(engine_name: str, requested: str) -> str:
-    """The device an engine will run on for a requested `train.device`."""
-    return _factory(engine_name)[1](requested)
-
-
-def make_engine(engine_name: str, model, train_cfg, optim_cfg, device: str):
-    """Build the named engine around `model` (built by `cnnlab.models.build` for that engine)."""
-    return _factory(engine_name)[0](model, train_cfg, optim_cfg, device)
-
-
-def _factory(engine_name: str):
-    if engine_name not in ENGINE_FACTORIES:
-        raise ConfigError(
-            f"train.engine must be one of {', '.join(ENGINE_FACTORIES)}, got {engine_name!r}."
-        )
-    return ENGINE_FACTORIES[engine_name]

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnlab.errors import DataError
-from cnnlab.inspect.plots import load_run
+from cnnlab.results.plots import load_run
 from cnnlab.utils import atomic_write_text
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")

@@ -1,0 +1,37 @@
+"""`cnnlab.train`: training plus the run's end-of-run figures.
+
+`cnnlab.training.train` trains and writes the run folder; drawing is not its job. This is the
+function the README, the CLI and studies call: it trains, then writes curves.png,
+confusion.png and predictions.png into the folder. A failure to draw is a warning in log.txt
+and on stderr, never a lost run.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from cnnlab import runs
+from cnnlab.results.plots import plot_run
+from cnnlab.training import Run
+from cnnlab.training import train as train_only
+
+__all__ = ["train"]
+
+
+def train(config=None, out=None, name=None, resume=None, *, callbacks=(), quiet: bool = False,
+          plots: bool = True) -> Run:
+    """Train a model (see `cnnlab.training.train`) and, with `plots`, draw its figures."""
+    run = train_only(config, out, name, resume, callbacks=callbacks, quiet=quiet)
+    if plots:
+        write_plots(run.path)
+    return run
+
+
+def write_plots(run_dir) -> None:
+    """The run's figures; a failure is a warning in log.txt and on stderr."""
+    try:
+        plot_run(run_dir)
+    except Exception as err:  # noqa: BLE001 - plots must never lose a finished run
+        runs.RunLog(run_dir / runs.LOG_FILE).write(f"warning: plots failed: {type(err).__name__}: {err}")
+        print(f"warning: plots failed ({type(err).__name__}: {err}); see {run_dir / runs.LOG_FILE}",
+              file=sys.stderr)

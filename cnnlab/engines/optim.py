@@ -1,0 +1,188 @@
+"""Optimisers and learning-rate schedules built from the typed config: one place, one set of defaults.
+
+`OptimConfig` and `ScheduleConfig` are the `optim` and `schedule` sections of a training config
+(`cnnlab.config.Config` composes them). Their field defaults are the only defaults: a dict or
+any object handed to the builders gets the same values for what it leaves out.
+
+- `build_optimizer(params, optim_cfg, classes)`: the optimiser `optim_cfg.name` names, from the
+  engine's own classes (`torch.optim.SGD` ... or `cnnlab.scratch.optim.SGD` ...), so both
+  engines read one config the same way.
+- `build_scheduler(optimizer, schedule_cfg, steps_per_epoch, epochs)`: the schedule, from
+  `cnnlab.scratch.optim.lr_scheduler` (torch's semantics, for either engine's optimiser),
+  stepped once per batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Iterable, Optional
+
+from cnnlab.errors import ConfigError
+from cnnlab.scratch.optim.lr_scheduler import (
+    ConstantLR,
+    CosineAnnealingLR,
+    LinearLR,
+    OneCycleLR,
+    SequentialLR,
+    StepLR,
+    as_number,
+    as_positive_int,
+    param_groups_of,
+)
+from cnnlab.utils import did_you_mean
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "step", "cosine", "onecycle")
+ONECYCLE_DIV_FACTOR = 25.0  # torch's default: onecycle starts at max_lr / 25
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """The optimiser.
+
+    name: sgd, adam or adamw.
+    lr: peak learning rate (the schedule scales it per batch).
+    momentum, nesterov: SGD momentum and Nesterov's variant (nesterov needs momentum > 0).
+    weight_decay: L2 penalty for sgd/adam, decoupled decay for adamw.
+    betas, eps: Adam/AdamW moment coefficients and denominator epsilon.
+    """
+
+    name: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """The learning-rate schedule, stepped once per batch.
+
+    name: constant, step (multiply by `gamma` every `step_size` epochs), cosine (anneal to
+        `min_lr` over the run) or onecycle (warm up to `max_lr`, default `optim.lr`, over the
+        first `pct_start` of the run, then anneal; the final lr is `min_lr` when > 0).
+    warmup_epochs: linear warmup from `warmup_start_factor * lr` before the schedule (0: none).
+    cycle_momentum: onecycle also cycles momentum (or Adam's beta1) inversely to the lr.
+    """
+
+    name: str = "constant"
+    step_size: int = 10
+    gamma: float = 0.5
+    warmup_epochs: int = 0
+    warmup_start_factor: float = 0.1
+    min_lr: float = 0.0
+    max_lr: Optional[float] = None
+    pct_start: float = 0.3
+    cycle_momentum: bool = False
+
+
+def as_section(cfg: Any, section: type):
+    """`cfg` (a section dataclass, a dict, or any object with its attributes) as `section`.
+
+    Keys or attributes it leaves out (or sets to None) take the section's defaults; unknown dict
+    keys are refused. Values are not type-checked here: `cnnlab.config` does that for configs,
+    and the builders check the numbers they use.
+    """
+    if isinstance(cfg, section):
+        return cfg
+    names = [f.name for f in dataclasses.fields(section)]
+    if isinstance(cfg, Mapping):
+        unknown = [k for k in cfg if k not in names]
+        if unknown:
+            raise ConfigError(
+                f"Unknown {section.__name__} key(s) {', '.join(map(repr, unknown))}; valid keys: "
+                f"{', '.join(names)}.{did_you_mean(str(unknown[0]), names)}"
+            )
+        values = dict(cfg)
+    else:
+        values = {name: getattr(cfg, name) for name in names if hasattr(cfg, name)}
+    return section(**{k: v for k, v in values.items() if v is not None})
+
+
+def build_optimizer(params: Iterable, optim_cfg: Any, classes: Mapping[str, type]):
+    """The optimiser `optim_cfg.name` names over `params`, taken from `classes`.
+
+    classes: an engine's optimiser classes by name (`sgd`, `adam`, `adamw`), each taking
+    torch's constructor arguments.
+    """
+    cfg = as_section(optim_cfg, OptimConfig)
+    name = str(cfg.name).lower()
+    if name not in OPTIMIZERS:
+        raise ConfigError(
+            f"Unknown optimiser optim.name={name!r}; valid names are "
+            f"{', '.join(sorted(OPTIMIZERS))}.{did_you_mean(name, OPTIMIZERS)}"
+        )
+    if name == "sgd":
+        kwargs = dict(momentum=cfg.momentum, nesterov=bool(cfg.nesterov))
+    else:
+        kwargs = dict(betas=tuple(cfg.betas), eps=cfg.eps)
+    return classes[name](params, lr=cfg.lr, weight_decay=cfg.weight_decay, **kwargs)
+
+
+def build_scheduler(optimizer: Any, schedule_cfg: Any, steps_per_epoch: int, epochs: int):
+    """The schedule a config names, to be stepped once per BATCH (after `optimizer.step()`).
+
+    Epoch counts (`step_size`, `warmup_epochs`) are converted to steps with `steps_per_epoch`,
+    so decays land on epoch boundaries; a warm-up is followed by the main schedule (a cosine
+    then spans the remaining steps). See `ScheduleConfig` for the settings.
+    """
+    cfg = as_section(schedule_cfg, ScheduleConfig)
+    name = str(cfg.name).lower()
+    if name not in SCHEDULES:
+        raise ConfigError(
+            f"Unknown schedule schedule.name={name!r}; valid names are "
+            f"{', '.join(SCHEDULES)}.{did_you_mean(name, SCHEDULES)}"
+        )
+    steps_per_epoch = as_positive_int("build_scheduler", "steps_per_epoch", steps_per_epoch)
+    epochs = as_positive_int("build_scheduler", "epochs", epochs)
+
+    def number(key: str) -> float | None:
+        value = getattr(cfg, key)
+        return None if value is None else as_number("The schedule", f"schedule.{key}", value)
+
+    total_steps = steps_per_epoch * epochs
+    warmup_epochs = number("warmup_epochs")
+    warmup_steps = int(round(warmup_epochs * steps_per_epoch))
+    if warmup_epochs < 0 or (warmup_steps >= total_steps and name != "constant"):
+        raise ConfigError(
+            f"schedule.warmup_epochs={warmup_epochs:g} must be >= 0 and shorter than the "
+            f"{epochs} training epoch(s), so the '{name}' schedule has steps left."
+        )
+    min_lr = number("min_lr")
+
+    if name == "onecycle":
+        if warmup_steps:
+            raise ConfigError(
+                f"schedule.warmup_epochs={warmup_epochs:g} with the onecycle schedule: onecycle "
+                "warms up by itself (pct_start); set warmup_epochs to 0."
+            )
+        max_lr = number("max_lr")
+        groups = param_groups_of(optimizer)
+        max_lrs = [max_lr] * len(groups) if max_lr is not None else [float(g["lr"]) for g in groups]
+        final_div = max_lrs[0] / ONECYCLE_DIV_FACTOR / min_lr if min_lr > 0 else 1e4
+        return OneCycleLR(optimizer, max_lrs, total_steps=total_steps,
+                          pct_start=number("pct_start"), cycle_momentum=bool(cfg.cycle_momentum),
+                          div_factor=ONECYCLE_DIV_FACTOR, final_div_factor=final_div)
+
+    if name == "constant":
+        main = ConstantLR(optimizer, factor=1.0, total_iters=0)
+    elif name == "step":
+        step_size = number("step_size")
+        if step_size <= 0:
+            raise ConfigError(
+                f"The step schedule needs schedule.step_size > 0 (epochs between decays); "
+                f"got {step_size!r}."
+            )
+        main = StepLR(optimizer, step_size=max(1, int(round(step_size * steps_per_epoch))),
+                      gamma=number("gamma"))
+    else:
+        main = CosineAnnealingLR(optimizer, T_max=total_steps - warmup_steps, eta_min=min_lr)
+    if warmup_steps == 0:
+        return main
+    warmup = LinearLR(optimizer, start_factor=number("warmup_start_factor"), end_factor=1.0,
+                      total_iters=warmup_steps)
+    return SequentialLR(optimizer, [warmup, main], milestones=[warmup_steps])
