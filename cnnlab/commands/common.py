@@ -13,5 +13,5 @@ def model_arguments(parser) -> None:
     parser.add_argument("--input", metavar="CxHxW", default=None,
                         help="input shape without the batch, e.g. 3x32x32 (default: the model's own)")
     parser.add_argument("--classes", type=int, default=10, help="number of classes (default 10)")
-    parser.add_argument("--engine", choices=engines.names(), default="torch",
-                        help="engine to build the model in (default torch)")
+    parser.add_argument("--engine", choices=engines.names(), default=None,
+                        help="engine to build the model in (default: a run's own, else torch)")

@@ -316,7 +316,7 @@ def draw(plan: Layout, orientation: str = "vertical", title: str = ""):
 
 
 def diagram(model_or_spec, input_shape=None, path=None, orientation: str = "vertical",
-            engine: str = "torch", num_classes: int = 10, **options):
+            engine: str | None = None, num_classes: int = 10, **options):
     """Draw the model as a block diagram; write it to `path` (.png, .svg, .pdf) when given.
 
     Accepts what `summary` accepts, zoo options included. Returns the matplotlib Figure.

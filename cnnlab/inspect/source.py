@@ -40,27 +40,27 @@ def _is_module(obj) -> bool:
     return hasattr(obj, "named_modules") and hasattr(obj, "parameters") and callable(obj)
 
 
-def _run_folder_model(path: Path) -> tuple[object, dict, tuple, int, str]:
-    """(spec or zoo name, options, input shape, classes, label) of a run folder's model."""
+def _run_folder_model(path: Path) -> tuple[runs.ModelArgs, str]:
+    """A run folder's model arguments and its label (`<name>/v<N>`)."""
     run_dir = runs.find_run_dir(path)
-    args = runs.read_model_args(run_dir)
-    label = f"{run_dir.parent.name}/{run_dir.name}"
-    return args.ref, dict(args.options), args.input_shape, args.num_classes, label
+    return runs.read_model_args(run_dir), f"{run_dir.parent.name}/{run_dir.name}"
 
 
 def load_model(
     model_or_spec,
     input_shape=None,
     *,
-    engine: str = "torch",
+    engine: str | None = None,
     num_classes: int = 10,
     options: dict | None = None,
 ) -> ModelSource:
     """Build (or take) the model to inspect and settle its input shape.
 
-    `options` are a zoo model's options (e.g. `{"bn": False}` for `deep_cnn`).
+    `engine`: the engine to build in; None means the run's own engine for a run folder, else
+    torch. `options` are a zoo model's options (e.g. `{"bn": False}` for `deep_cnn`).
     """
-    engines.get(engine)  # an unknown engine is refused before anything is built
+    if engine is not None:
+        engines.get(engine)  # an unknown engine is refused before anything is built
     shape = parse_shape(input_shape)
     if _is_module(model_or_spec):
         if shape is None:
@@ -78,9 +78,10 @@ def load_model(
     if isinstance(model_or_spec, (str, Path)):
         path = Path(model_or_spec)
         if path.is_dir():
-            spec, run_options, run_shape, num_classes, name = _run_folder_model(path)
-            options = {**run_options, **options}
-            shape = shape or run_shape
+            args, name = _run_folder_model(path)
+            spec, num_classes, engine = args.ref, args.num_classes, engine or args.engine
+            options = {**args.options, **options}
+            shape = shape or tuple(args.input_shape)
         elif path.suffix.lower() in (".yaml", ".yml"):
             spec, shape = models.spec_of(path, shape)  # the file may name its input shape
             name = path.stem
@@ -97,5 +98,6 @@ def load_model(
         shape = tuple(models.spec_of(spec, None, **options)[1])
     if shape is None:
         raise ModelError("An input shape is needed for a model spec; pass input_shape=(C, H, W) or --input 3x32x32.")
-    model = models.build(spec, input_shape=shape, num_classes=int(num_classes), engine=engine, **options)
+    model = models.build(spec, input_shape=shape, num_classes=int(num_classes),
+                         engine=engine or "torch", **options)
     return ModelSource(model, shape, name)

@@ -6,7 +6,7 @@ from cnnlab.inspect.source import load_model
 from cnnlab.inspect.stats import Summary, collect
 
 
-def summary(model_or_spec, input_shape=None, engine: str = "torch", num_classes: int = 10, depth: int = 3,
+def summary(model_or_spec, input_shape=None, engine: str | None = None, num_classes: int = 10, depth: int = 3,
             **options) -> Summary:
     """Statistics of a model: per-layer output shapes, params and MACs, totals and memory.
 
