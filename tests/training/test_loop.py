@@ -158,3 +158,12 @@ def test_progress_is_a_bar_on_a_terminal_and_plain_lines_otherwise(one_thread):
     fit(_engine(), _batches(), _batches(seed=1), epochs=2, callbacks=[bar, lines])
     assert "batch" in terminal.getvalue() and "epoch 2/2" in terminal.getvalue()
     assert pipe.getvalue().count("\n") == 2 and pipe.getvalue().startswith("epoch 1/2  train_loss")
+
+
+def test_timer_summary_reports_the_training_pass_time_as_train_s():
+    timer = Timer()
+    for epoch, (epoch_s, train_s) in enumerate([(3.0, 2.0), (5.0, 4.0)], start=1):
+        timer.on_epoch_end(epoch, {"epoch_s": epoch_s, "train_s": train_s, "samples": 600})
+    summary = timer.summary()
+    assert summary["train_s"] == 6.0  # training passes only, not the epochs with evaluation
+    assert summary["s_per_epoch"] == 4.0 and summary["img_per_s"] == 1200 / 6.0
