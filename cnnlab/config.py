@@ -31,7 +31,7 @@ from typing import Any, Optional, Union
 import yaml
 
 from cnnlab import engines, models
-from cnnlab.data.augment import AUGMENTATIONS
+from cnnlab.data.augment import AUGMENTATIONS, TTA_VIEWS
 from cnnlab.engines.optim import OPTIMIZERS, SCHEDULES, OptimConfig, ScheduleConfig
 from cnnlab.errors import ConfigError
 from cnnlab.utils import atomic_write_text, did_you_mean
@@ -76,7 +76,10 @@ class DataConfig:
         `~/.cache/cnnlab`.
     train_limit: keep a stratified, seeded subset of this many training images (None: all).
     val_fraction: share of the training set held out (stratified) for validation, in [0, 1).
-    augment: batched augmentations applied to training batches: any of crop, flip, rotate.
+    augment: batched augmentations applied to training batches, in order: any of crop, flip,
+        rotate, translate, cutout, flip_alternate (see `cnnlab.data.augment`).
+    translate: the largest shift of `translate`, in pixels (reflection padding).
+    cutout: the side of `cutout`'s black square, in pixels.
     normalize: subtract the training split's per-channel mean and divide by its std.
     download: fetch missing files from the canonical mirrors (with checksum verification).
     """
@@ -86,6 +89,8 @@ class DataConfig:
     train_limit: Optional[int] = None
     val_fraction: float = 0.1
     augment: tuple[str, ...] = ()
+    translate: int = 2
+    cutout: int = 12
     normalize: bool = True
     download: bool = True
 
@@ -97,12 +102,15 @@ class ModelConfig:
     name: a zoo name (`cnnlab models` lists them), or a label for an inline `spec`.
     spec: optional inline layer list in the spec language (see `cnnlab.models.spec`); when
         given it is built instead of the zoo entry.
+    whiten: initialise the first conv from the training set's patch statistics (patch
+        whitening, as airbench does); works for any model whose first layer is a Conv2d.
     options: the zoo entry's options (e.g. `bn`, `dropout` for `deep_cnn`), written flat beside
         `name` in YAML; options not given keep the zoo's defaults.
     """
 
     name: str = "small_cnn"
     spec: Optional[list] = None
+    whiten: bool = False
     options: FrozenMapping = field(default_factory=FrozenMapping)
 
     @property
@@ -132,6 +140,10 @@ class TrainConfig:
     threads: torch CPU threads (None: torch's default).
     name: run name, the folder under `out` (None: `<model>-<dataset>`).
     out: directory that holds run folders.
+    ema: decay of an exponential moving average of the weights and BN statistics, updated
+        every batch and used for evaluation and the best checkpoint (None or 0: off).
+    compile: torch.compile the model (torch engine; pays for long runs and on GPUs, see the
+        README).
     """
 
     epochs: int = 10
@@ -147,6 +159,19 @@ class TrainConfig:
     threads: Optional[int] = None
     name: Optional[str] = None
     out: str = "runs"
+    ema: Optional[float] = None
+    compile: bool = False
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How validation and test batches are evaluated.
+
+    tta: test-time augmentation, the logits averaged over views: `[]` (off), `[flip]` (the image
+        and its mirror) or `[flip, translate]` (each also shifted by one pixel both ways).
+    """
+
+    tta: tuple[str, ...] = ()
 
 
 SECTIONS = {
@@ -155,6 +180,7 @@ SECTIONS = {
     "optim": OptimConfig,
     "schedule": ScheduleConfig,
     "train": TrainConfig,
+    "eval": EvalConfig,
 }
 
 
@@ -167,6 +193,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     @classmethod
     def from_dict(cls, d: Mapping | None) -> "Config":
@@ -469,6 +496,10 @@ def _check_values(c: Config) -> None:
     _check_choice("train.monitor", c.train.monitor, MONITORS)
     for aug in c.data.augment:
         _check_choice("data.augment", aug, AUGMENTATIONS)
+    for view in c.eval.tta:
+        _check_choice("eval.tta", view, TTA_VIEWS)
+    _check_range("data.translate", c.data.translate, c.data.translate >= 0, "an integer >= 0")
+    _check_range("data.cutout", c.data.cutout, c.data.cutout >= 1, "an integer >= 1")
     finite = math.isfinite
     _check_range("data.val_fraction", c.data.val_fraction, 0 <= c.data.val_fraction < 1, "in [0, 1)")
     tl = c.data.train_limit
@@ -501,6 +532,13 @@ def _check_values(c: Config) -> None:
     _check_range("train.label_smoothing", t.label_smoothing, 0 <= t.label_smoothing < 1, "in [0, 1)")
     _check_range("train.patience", t.patience, t.patience is None or t.patience >= 1, ">= 1 or null")
     _check_range("train.threads", t.threads, t.threads is None or t.threads >= 1, ">= 1 or null")
+    ema = t.ema
+    _check_range("train.ema", ema, ema is None or 0 <= ema < 1, "in [0, 1) or null (0 or null: off)")
+    if t.compile and t.engine != "torch":
+        raise ConfigError(
+            f"train.compile uses torch.compile, which only the torch engine has; got train.engine "
+            f"{t.engine!r}. Set train.compile to false for the {t.engine} engine."
+        )
     dev = t.device
     ok_device = dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())
     _check_range("train.device", dev, ok_device, "auto, cpu, cuda or cuda:N")

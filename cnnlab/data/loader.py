@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from cnnlab.data.augment import AUGMENTATIONS, check_augment
+from cnnlab.data.augment import (AUGMENTATIONS, DEFAULT_CUTOUT, DEFAULT_TRANSLATE, BatchContext,
+                                  check_augment)
 from cnnlab.data.dataset import ArrayDataset
 from cnnlab.errors import ConfigError, DataError
 
@@ -27,13 +28,15 @@ class BatchLoader:
 
     dataset: ArrayDataset with uint8 images (N, C, H, W); mean, std: per channel in [0, 1] units
     (one value per channel, or one for all); augment: names from `AUGMENTATIONS`, applied in
-    order, before normalisation (so padding is black). Call `set_epoch(e)` before each epoch;
-    iterating twice after the same `set_epoch(e)` yields identical batches.
+    order, before normalisation (so padding is black); translate, cutout: their sizes in
+    pixels. Call `set_epoch(e)` before each epoch; iterating twice after the same
+    `set_epoch(e)` yields identical batches.
     """
 
     def __init__(self, dataset: ArrayDataset, batch_size: int, *, shuffle: bool, mean, std,
                  augment=(), device="cpu", seed: int = 0, drop_last: bool = False,
-                 channels_last: bool = False):
+                 channels_last: bool = False, translate: int = DEFAULT_TRANSLATE,
+                 cutout: int = DEFAULT_CUTOUT):
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ConfigError(f"batch_size must be a positive whole number; received {batch_size!r}.")
         if not isinstance(dataset, ArrayDataset):
@@ -46,7 +49,11 @@ class BatchLoader:
         self.seed = int(seed)
         self.drop_last = bool(drop_last)
         self.channels_last = bool(channels_last)
+        self.translate, self.cutout = int(translate), int(cutout)
         self.epoch = 0
+        # flip_alternate's half: fixed by the seed alone, so it stays put across epochs
+        half_generator = torch.Generator().manual_seed(epoch_seed(self.seed, -1))
+        self.flip_half = torch.rand(len(dataset), generator=half_generator) < 0.5
         images = dataset.images if dataset.images.flags.writeable else dataset.images.copy()
         self.images = torch.from_numpy(np.ascontiguousarray(images)).to(self.device)
         self.labels = torch.from_numpy(dataset.labels).to(self.device)
@@ -79,20 +86,27 @@ class BatchLoader:
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             stop = min(start + self.batch_size, len(self.dataset))
             if order is None:
+                idx = None
                 images, labels = self.images[start:stop], self.labels[start:stop]
             else:
                 idx = order[start:stop]
                 images, labels = self.images.index_select(0, idx), self.labels.index_select(0, idx)
-            yield self._transform(images, generator), labels
+            yield self._transform(images, generator, start, idx), labels
 
-    def _transform(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def _transform(self, images: torch.Tensor, generator: torch.Generator, start: int = 0,
+                   indices: torch.Tensor | None = None) -> torch.Tensor:
         """uint8 (B, C, H, W) -> augmented, normalised float32 (B, C, H, W)."""
         x, is_float = images, False
+        context = None
+        if self.augment:
+            if indices is None:
+                indices = torch.arange(start, start + images.shape[0], device=self.device)
+            context = BatchContext(indices, self.epoch, self.flip_half, self.translate, self.cutout)
         for name in self.augment:
             fn, needs_float = AUGMENTATIONS[name]
             if needs_float and not is_float:
                 x, is_float = x.float().mul_(1.0 / 255.0), True
-            x = fn(x, generator)
+            x = fn(x, generator, context)
         # .float() copies in the input's layout, so the in-place ops never touch the dataset
         x = x.mul_(self._float_scale) if is_float else x.float().mul_(self._u8_scale)
         x = x.sub_(self._shift)

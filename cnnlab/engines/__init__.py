@@ -55,7 +55,8 @@ def _torch_adapter(model, train_cfg, optim_cfg, device: str):
     from cnnlab.engines.torch_engine import TorchEngine
 
     return TorchEngine(model, optim_cfg, label_smoothing=train_cfg.label_smoothing, device=device,
-                       amp=train_cfg.amp, channels_last=train_cfg.channels_last)
+                       amp=train_cfg.amp, channels_last=train_cfg.channels_last,
+                       ema=train_cfg.ema, compile=train_cfg.compile)
 
 
 # --- scratch -------------------------------------------------------------------------------
@@ -75,7 +76,8 @@ def _scratch_model(root):
 def _scratch_adapter(model, train_cfg, optim_cfg, device: str):
     from cnnlab.engines.scratch_engine import ScratchEngine
 
-    return ScratchEngine(model, optim_cfg, label_smoothing=train_cfg.label_smoothing, device=device)
+    return ScratchEngine(model, optim_cfg, label_smoothing=train_cfg.label_smoothing, device=device,
+                         ema=train_cfg.ema)
 
 
 _ENGINES = {

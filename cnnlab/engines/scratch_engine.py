@@ -15,6 +15,7 @@ import numpy as np
 
 import cnnlab.scratch as scratch
 from cnnlab.engines.build import check_supported, instantiate
+from cnnlab.engines.ema import WeightAverage
 from cnnlab.engines.optim import build_optimizer
 from cnnlab.errors import ConfigError, ModelError
 from cnnlab.scratch import optim as scratch_optim
@@ -75,7 +76,7 @@ class ScratchEngine:
     channels_last = False
 
     def __init__(self, model, optim_cfg, *, label_smoothing: float = 0.0, device: str = "cpu",
-                 **_ignored):
+                 ema: float | None = None, **_ignored):
         if str(device) != "cpu":
             raise ConfigError(
                 f"The scratch (NumPy) engine runs on the CPU only; got device={device!r}. Use "
@@ -93,12 +94,23 @@ class ScratchEngine:
         self.loss_fn = CrossEntropyLoss(label_smoothing=label_smoothing)
         params = model.parameters()
         self.dtype = params[0].data.dtype if params else np.dtype(np.float32)
+        self.ema = WeightAverage(self._live(), ema) if ema else None
+
+    def _live(self) -> dict:
+        """The model's parameters and buffers as its own arrays (updated in place)."""
+        live = {name: value for name, value, _ in self.model.named_parameters()}
+        live.update(self.model.named_buffers())
+        return live
 
     def train(self) -> None:
+        if self.ema is not None:
+            self.ema.swap_out(self._live())
         self.model.train()
 
     def eval(self) -> None:
         self.model.eval()
+        if self.ema is not None:
+            self.ema.swap_in(self._live())
 
     def train_batch(self, x, y) -> tuple[float, int]:
         """One SGD step on (x (B, C, H, W) float32, y (B,) int64); returns (loss sum, correct)."""
@@ -108,12 +120,21 @@ class ScratchEngine:
         self.optimizer.zero_grad()  # the layers accumulate into .grad, as torch's do
         self.model.backward(self.loss_fn.backward())
         self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self._live())
         return loss * y.shape[0], num_correct(logits, y)
 
     def eval_batch(self, x, y) -> tuple[float, int]:
         """Loss sum and number correct on one batch, without gradients or updates."""
         y = _as_array(y)
         logits = self.model.forward(_as_array(x, self.dtype))
+        loss = self.loss_fn.forward(logits, y)
+        return loss * y.shape[0], num_correct(logits, y)
+
+    def eval_views(self, views, y) -> tuple[float, int]:
+        """`eval_batch` on the mean of the logits over several views of one batch (TTA)."""
+        y = _as_array(y)
+        logits = sum(self.model.forward(_as_array(v, self.dtype)) for v in views) / len(views)
         loss = self.loss_fn.forward(logits, y)
         return loss * y.shape[0], num_correct(logits, y)
 
@@ -128,11 +149,14 @@ class ScratchEngine:
         Everything is a copy (the scratch Module's state_dict copies), so a saved state stays
         valid as training goes on.
         """
-        return {
+        state = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "rng": scratch_random.get_state(),
         }
+        if self.ema is not None:  # "model" is what evaluation uses: the average
+            state.update(model=self.ema.average_state(), train_model=self.ema.training_state(self._live()))
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         """Restore `state_dict()` output (also as read back from an `.npz` checkpoint)."""
@@ -142,7 +166,12 @@ class ScratchEngine:
                 f"ScratchEngine.load_state_dict expects a dict with 'model' (and optionally "
                 f"'optimizer', 'rng'); got {got}."
             )
-        self.model.load_state_dict(state["model"])
+        if self.ema is not None:
+            self.ema.swap_out(self._live())
+            self.model.load_state_dict(state.get("train_model", state["model"]))
+            self.ema.load_average(state["model"])
+        else:
+            self.model.load_state_dict(state["model"])
         if state.get("optimizer"):
             self.optimizer.load_state_dict(state["optimizer"])
         if state.get("rng"):

@@ -187,3 +187,23 @@ def resnet18_cifar() -> list:
         {"bn": {}, "name": "bn1"}, {"relu": None, "name": "relu"},
     ]
     return _resnet18(stem)
+
+
+@register("fast_cnn", (3, 32, 32), "airbench-style: 2x2 whitening stem (24), 3 blocks conv-pool-BN-ReLU-"
+          "conv-BN-ReLU (64, 256, 256 x width), global max pool, linear; use with model.whiten",
+          width=1.0)
+def fast_cnn(width: float) -> list:
+    # the stem is meant to be initialised by patch whitening (model.whiten: true): 24 filters
+    # hold the 12 whitened 2x2x3 patch components and their negatives
+    layers = [{"conv": {"out": 24, "k": 2, "bias": True}, "name": "whiten"}, "relu"]
+    for index, base in enumerate((64, 256, 256), start=1):
+        channels = max(1, round(base * width))
+        layers.append({"seq": [
+            {"conv": {"out": channels, "k": 3, "pad": 1, "bias": False}, "name": "conv1"},
+            {"maxpool": 2, "name": "pool"},
+            {"bn": {}, "name": "bn1"}, "relu",
+            {"conv": {"out": channels, "k": 3, "pad": 1, "bias": False}, "name": "conv2"},
+            {"bn": {}, "name": "bn2"}, "relu",
+        ], "name": f"block{index}"})
+    return layers + [{"maxpool": 3, "name": "pool"}, "flatten",
+                     {"linear": {"out": "classes", "bias": False}, "name": "head"}]

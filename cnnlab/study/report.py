@@ -184,20 +184,9 @@ def _timing(data: StudyData, rows: list[dict]) -> list:
     ]
 
 
-def model_summary_text(model_cfg: dict, input_shape, num_classes: int) -> str:
-    """`cnnlab.inspect.summary` of a run's model, from its config alone."""
-    from cnnlab.inspect import summary
-    from cnnlab.models import spec_of
-
-    options = {k: v for k, v in model_cfg.items() if k not in ("name", "spec")}
-    if model_cfg.get("spec"):
-        spec, shape = model_cfg["spec"], tuple(input_shape)
-    else:
-        spec, shape = spec_of(model_cfg["name"], tuple(input_shape) if input_shape else None, **options)
-    return str(summary(spec, input_shape=shape, num_classes=num_classes))
-
-
 def _summaries(data: StudyData) -> list:
+    from cnnlab.inspect import summary
+
     out, seen = [Heading("Model summaries")], {}
     for variant in data.variants:
         record = next((r.record for r in data.runs_of(variant["name"]) if r.record and r.record.config), None)
@@ -210,7 +199,7 @@ def _summaries(data: StudyData) -> list:
             continue
         seen[key] = variant["name"]
         try:
-            text = model_summary_text(model_cfg, record.result.get("input_shape"), int(record.result.get("num_classes", 10)))
+            text = str(summary(record.path))  # the run folder's own model (its model.json)
         except (ImportError, CnnlabError, KeyError, TypeError) as err:
             text = f"summary unavailable: {type(err).__name__}: {err}"
         out += [Heading(f"{variant['name']} ({model_cfg.get('name', 'model')})", 3), Pre(text.strip())]

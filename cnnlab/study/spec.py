@@ -287,10 +287,14 @@ def load_study(path: str | Path, profile: str | None = None) -> Study:
 
 def _match(model: dict, data: dict, target: str) -> tuple[dict, dict]:
     """The model section with widths scaled to `target`'s parameter count, and what was matched."""
+    import dataclasses
+
     from cnnlab import models
+    from cnnlab.config import ModelConfig
 
     dataset = str(data.get("dataset", ""))
-    options = {k: v for k, v in model.items() if k not in ("name", "spec") and v is not None}
+    general = {f.name for f in dataclasses.fields(ModelConfig)} - {"options"}  # not zoo options
+    options = {k: v for k, v in model.items() if k not in general and v is not None}
     name_or_spec = model.get("spec") or model.get("name")
     fragment = models.match_params(
         name_or_spec, target, input_shape=DATASET_SHAPES.get(dataset),
@@ -299,7 +303,8 @@ def _match(model: dict, data: dict, target: str) -> tuple[dict, dict]:
     matched = {k: fragment[k] for k in ("width", "params", "target_params") if k in fragment}
     matched["target"] = target
     # the options are baked into the scaled spec, and a config takes options only with a zoo name
-    return {"name": model.get("name"), "spec": fragment["spec"]}, matched
+    kept = {k: v for k, v in model.items() if k in general - {"name", "spec"}}
+    return {"name": model.get("name"), "spec": fragment["spec"], **kept}, matched
 
 
 def expand(study: Study, data_dir: str | None = None) -> list[RunSpec]:

@@ -12,6 +12,7 @@ import math
 import time
 from dataclasses import dataclass, field
 
+from cnnlab.data.augment import tta_views
 from cnnlab.runs import METRIC_COLUMNS
 from cnnlab.training.callbacks import Callback
 
@@ -41,12 +42,19 @@ class FitState:
         self.stop_reason = reason
 
 
-def evaluate(engine, loader) -> tuple[float, float]:
-    """Mean loss and accuracy of `engine` over `loader`, in eval mode, without updates."""
+def evaluate(engine, loader, tta=()) -> tuple[float, float]:
+    """Mean loss and accuracy of `engine` over `loader`, in eval mode, without updates.
+
+    tta: test-time augmentation views (`cnnlab.data.augment.tta_views`); with any, each batch
+    is scored on the mean of its views' logits (`engine.eval_views`).
+    """
     engine.eval()
     loss_total, correct_total, seen = 0.0, 0, 0
     for x, y in loader:
-        loss_sum, correct = engine.eval_batch(x, y)
+        if tta:
+            loss_sum, correct = engine.eval_views(tta_views(x, tta), y)
+        else:
+            loss_sum, correct = engine.eval_batch(x, y)
         loss_total += loss_sum
         correct_total += correct
         seen += y.shape[0]
@@ -79,13 +87,14 @@ def _train_epoch(engine, loader, scheduler, batch_callbacks) -> tuple[float, flo
 
 
 def fit(engine, train_loader, val_loader, epochs: int, scheduler=None, callbacks=(), *,
-        initial_epoch: int = 0, history=None) -> FitState:
+        initial_epoch: int = 0, history=None, tta=()) -> FitState:
     """Train `engine` for epochs `initial_epoch + 1 .. epochs`; return the final FitState.
 
     Each epoch: `set_epoch`, one pass of `train_batch` (the scheduler steps once per batch),
     then `evaluate` on `val_loader` (skipped when None). The epoch's logs dict has the
     `METRIC_COLUMNS` plus `train_s` (training pass only) and `samples`; callbacks get it in
-    `on_epoch_end`. The loop stops when a callback calls `state.stop(...)`.
+    `on_epoch_end`. The loop stops when a callback calls `state.stop(...)`. `tta`: the
+    validation pass's test-time augmentation views (see `evaluate`).
     """
     state = FitState(engine=engine, scheduler=scheduler, epochs=epochs, epoch=initial_epoch,
                      history=list(history or []))
@@ -100,7 +109,7 @@ def fit(engine, train_loader, val_loader, epochs: int, scheduler=None, callbacks
             state.epoch = epoch
             for cb in callbacks:
                 cb.on_epoch_begin(epoch, {"steps": len(train_loader)})
-            logs = _run_epoch(engine, train_loader, val_loader, scheduler, epoch, batch_callbacks)
+            logs = _run_epoch(engine, train_loader, val_loader, scheduler, epoch, batch_callbacks, tta)
             state.history.append(logs)
             for cb in callbacks:
                 cb.on_epoch_end(epoch, logs)
@@ -120,14 +129,15 @@ def fit(engine, train_loader, val_loader, epochs: int, scheduler=None, callbacks
     return state
 
 
-def _run_epoch(engine, train_loader, val_loader, scheduler, epoch, batch_callbacks) -> dict:
+def _run_epoch(engine, train_loader, val_loader, scheduler, epoch, batch_callbacks, tta) -> dict:
     if hasattr(train_loader, "set_epoch"):
         train_loader.set_epoch(epoch)
     lr = float(engine.optimizer.param_groups[0]["lr"])
     start = time.perf_counter()
     train_loss, train_acc, samples = _train_epoch(engine, train_loader, scheduler, batch_callbacks)
     train_s = time.perf_counter() - start
-    val_loss, val_acc = evaluate(engine, val_loader) if val_loader is not None else (math.nan, math.nan)
+    val_loss, val_acc = (evaluate(engine, val_loader, tta) if val_loader is not None
+                         else (math.nan, math.nan))
     return {
         "epoch": epoch,
         "train_loss": train_loss,

@@ -98,8 +98,10 @@ class Run:
 
     def predict(self, images_u8, which: str = "best", batch_size: int = 256,
                 device: str | None = None) -> np.ndarray:
-        """Class probabilities (N, K) for uint8 images (N, C, H, W), normalised as in training."""
+        """Class probabilities (N, K) for uint8 images (N, C, H, W), normalised as in training
+        (and averaged over the run's test-time augmentation views, `eval.tta`)."""
         from cnnlab.data import ArrayDataset, BatchLoader
+        from cnnlab.data.augment import tta_views
 
         images = np.asarray(images_u8)
         if images.dtype != np.uint8 or images.ndim != 4 or tuple(images.shape[1:]) != self.input_shape:
@@ -113,7 +115,9 @@ class Run:
         loader = BatchLoader(dataset, batch_size, shuffle=False, mean=self.result["mean"],
                              std=self.result["std"], device=engine.device,
                              channels_last=getattr(engine, "channels_last", False))
-        chunks = [_softmax(engine.predict(x)) for x, _ in loader]
+        tta = self.config.eval.tta  # predictions agree with the test accuracy the run reports
+        chunks = [_softmax(np.mean([engine.predict(v) for v in tta_views(x, tta)], axis=0))
+                  for x, _ in loader]
         return np.concatenate(chunks) if chunks else np.zeros((0, self.num_classes), np.float32)
 
     def test_data(self):

@@ -27,6 +27,7 @@ from cnnlab.training.checkpoint import load_checkpoint
 from cnnlab.training.loop import evaluate, fit
 from cnnlab.training.run import Run
 from cnnlab.training.runtime import compute_threads, set_seed, sigterm_as_interrupt, tune_allocator
+from cnnlab.training.whiten import whiten_first_conv
 from cnnlab.version import __version__
 
 EVAL_BATCH_SIZE = 512  # evaluation holds no activations for backward, so bigger batches are cheap
@@ -66,12 +67,16 @@ def build_session(config: Config) -> Session:
     node = models.resolve(model_args.ref, model_args.input_shape, model_args.num_classes,
                           **model_args.options)
     set_seed(t.seed)  # the initial weights depend only on the seed
-    engine = engine_spec.make_adapter(engine_spec.build_model(node), t, config.optim, device)
+    model = engine_spec.build_model(node)
+    if config.model.whiten:
+        whiten_first_conv(model, node, prepared.train.images, prepared.mean, prepared.std, t.seed)
+    engine = engine_spec.make_adapter(model, t, config.optim, device)
     loader_args = dict(mean=prepared.mean, std=prepared.std, device=engine.device,
                        channels_last=getattr(engine, "channels_last", False))
     # drop a ragged last batch (BatchNorm cannot train on one sample) unless it is the only one
     train_loader = data.BatchLoader(prepared.train, t.batch_size, shuffle=True,
                                     augment=config.data.augment, seed=t.seed,
+                                    translate=config.data.translate, cutout=config.data.cutout,
                                     drop_last=len(prepared.train) > t.batch_size, **loader_args)
     eval_bs = max(t.batch_size, EVAL_BATCH_SIZE)
     val_loader = (data.BatchLoader(prepared.val, eval_bs, shuffle=False, **loader_args)
@@ -169,6 +174,11 @@ def _static_result(session: Session, run_dir: Path) -> dict:
         "val_samples": len(p.val),
         "test_samples": len(p.test),
         "monitor": c.train.monitor,
+        # the fast-training options this run used, so a result says how it was obtained
+        "features": {"augment": list(c.data.augment), "translate": c.data.translate,
+                     "cutout": c.data.cutout, "tta": list(c.eval.tta), "ema": c.train.ema,
+                     "whiten": c.model.whiten, "compile": c.train.compile,
+                     "label_smoothing": c.train.label_smoothing},
         "versions": {"python": platform.python_version(), "numpy": np.__version__,
                      "torch": torch.__version__, "cnnlab": __version__},
     }
@@ -211,7 +221,7 @@ def _execute(session: Session, run_dir: Path, checkpoint, extra_callbacks, quiet
         with sigterm_as_interrupt():
             state = fit(session.engine, session.train_loader, session.val_loader,
                         config.train.epochs, session.scheduler, callbacks,
-                        initial_epoch=initial_epoch, history=history)
+                        initial_epoch=initial_epoch, history=history, tta=config.eval.tta)
             result.update(_final_metrics(session, run_dir, state, timer))
     except KeyboardInterrupt:
         done = _epochs_done(run_dir)
@@ -247,7 +257,7 @@ def _final_metrics(session: Session, run_dir: Path, state, timer) -> dict:
         payload = load_checkpoint(best_path)
         session.engine.load_state_dict(payload)
         best = payload.get("best") or {}
-        test_loss, test_acc = evaluate(session.engine, session.test_loader)
+        test_loss, test_acc = evaluate(session.engine, session.test_loader, session.config.eval.tta)
     best_epoch = best.get("epoch")
     best_row = next((r for r in state.history if r["epoch"] == best_epoch), {})
     return {

@@ -17,6 +17,8 @@ EXPECTED_PARAMS = {
     "vgg8_bn": 295_770,
     "resnet18": 11_181_642,
     "resnet18_cifar": 11_173_962,
+    # 2x2x3x24 + 24 stem; blocks 64, 256, 256 (two bias-free 3x3 convs + 2 BN each); 256x10 head
+    "fast_cnn": 1_972_792,
 }
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import yaml
 
+from cnnlab import runs
 from cnnlab.utils import atomic_write_text, write_json
 
 CRASH_LR = 9.0  # optim.lr that makes the fake trainer raise
@@ -32,6 +33,11 @@ def fake_train(config: dict, out: str, name: str) -> Path:
     run_dir = _next_version(Path(out) / name)
     run_dir.mkdir(parents=True)
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+    model = config["model"]
+    options = {k: v for k, v in model.items() if k not in ("name", "spec", "whiten")}
+    runs.write_model_args(run_dir, runs.ModelArgs(
+        ref=model.get("spec") or model["name"], options=options, input_shape=(1, 8, 8),
+        num_classes=10, engine=config["train"]["engine"], label=model["name"]))
     print(f"fake training {name} lr={lr} threads={config['train']['threads']} "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
     if lr == CRASH_LR:

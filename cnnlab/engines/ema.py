@@ -1,0 +1,79 @@
+"""An exponential moving average of a model's weights and buffers, for either engine.
+
+`WeightAverage` works on a model's live state: a dict `name -> tensor or array` whose values
+are the model's own storage (torch's `state_dict()` tensors share it; the NumPy engine's
+parameters and buffers are updated in place). After every optimiser step
+
+    average = decay * average + (1 - decay) * weights
+
+for floating-point entries (parameters and BN running statistics); integer buffers
+(`num_batches_tracked`) are copied. For evaluation the engine swaps the average into the
+model (`swap_in`) and the training weights back afterwards (`swap_out`), so the fit loop, the
+evaluation and the checkpoints stay engine-agnostic.
+"""
+
+from __future__ import annotations
+
+
+def _copy(value):
+    return value.clone() if hasattr(value, "clone") else value.copy()
+
+
+def _is_float(value) -> bool:
+    check = getattr(value, "is_floating_point", None)
+    return bool(check()) if callable(check) else value.dtype.kind == "f"
+
+
+def _assign(target, source) -> None:
+    target[...] = source  # in place: numpy arrays and torch tensors alike
+
+
+class WeightAverage:
+    """EMA of `live` (name -> tensor/array), updated by `update(live)` after each step."""
+
+    def __init__(self, live: dict, decay: float):
+        if not 0 < decay < 1:
+            raise ValueError(f"an EMA decay must lie in (0, 1); got {decay!r}")
+        self.decay = float(decay)
+        self.average = {name: _copy(value) for name, value in live.items()}
+        self._training: dict | None = None  # the training weights while the average is swapped in
+
+    @property
+    def swapped_in(self) -> bool:
+        return self._training is not None
+
+    def update(self, live: dict) -> None:
+        d = self.decay
+        for name, average in self.average.items():
+            weights = live[name]
+            if _is_float(average):
+                average *= d
+                average += (1.0 - d) * weights
+            else:
+                _assign(average, weights)
+
+    def swap_in(self, live: dict) -> None:
+        """Put the average into the model, keeping the training weights aside."""
+        if self._training is None:
+            self._training = {name: _copy(value) for name, value in live.items()}
+            for name, average in self.average.items():
+                _assign(live[name], average)
+
+    def swap_out(self, live: dict) -> None:
+        """Put the training weights back."""
+        if self._training is not None:
+            for name, weights in self._training.items():
+                _assign(live[name], weights)
+            self._training = None
+
+    def training_state(self, live: dict) -> dict:
+        """Copies of the training weights, whether or not the average is swapped in."""
+        source = self._training if self._training is not None else live
+        return {name: _copy(value) for name, value in source.items()}
+
+    def average_state(self) -> dict:
+        return {name: _copy(value) for name, value in self.average.items()}
+
+    def load_average(self, state: dict) -> None:
+        for name, average in self.average.items():
+            _assign(average, state[name])

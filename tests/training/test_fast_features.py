@@ -1,0 +1,167 @@
+"""The fast-training options: EMA, test-time augmentation, patch whitening, torch.compile."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from cnnlab import models
+from cnnlab.config import load_config
+from cnnlab.data.augment import tta_views
+from cnnlab.engines.optim import OptimConfig
+from cnnlab.engines.scratch_engine import ScratchEngine
+from cnnlab.engines.torch_engine import TorchEngine
+from cnnlab.errors import ConfigError, ModelError, TrainingInterrupted
+from cnnlab.training import Callback, evaluate, train
+from cnnlab.training.whiten import patches, whiten_first_conv
+
+SGD = OptimConfig(name="sgd", lr=0.1, momentum=0.0, weight_decay=0.0)
+
+
+def _batch(n=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 1, 4, 4, generator=g)
+    return x, (x.flatten(1).sum(1) > 0).long()
+
+
+def _net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(48, 2))
+
+
+@pytest.mark.parametrize("engine_name", ["torch", "scratch"])
+def test_ema_update_matches_a_hand_computation_and_is_what_gets_evaluated(engine_name):
+    decay = 0.8
+    if engine_name == "torch":
+        engine = TorchEngine(_net(), SGD, device="cpu", ema=decay, channels_last=False)
+        weights = lambda: {k: v.clone().numpy() for k, v in engine.model.state_dict().items()}  # noqa: E731
+    else:
+        torch.manual_seed(0)
+        engine = ScratchEngine(models.build([{"conv": {"out": 3, "k": 3, "pad": 1}}, "bn", "relu",
+                                             "flatten", {"linear": 2}], (1, 4, 4), 2,
+                                            engine="scratch"), SGD, ema=decay)
+        weights = lambda: {k: np.array(v) for k, v in engine.model.state_dict().items()}  # noqa: E731
+    expected = weights()
+    engine.train()
+    for step in range(3):
+        engine.train_batch(*_batch(seed=step))
+        current = weights()
+        for key, value in current.items():
+            if value.dtype.kind == "f":
+                expected[key] = decay * expected[key] + (1 - decay) * value
+            else:
+                expected[key] = value
+    raw = weights()
+    engine.eval()  # evaluation sees the average...
+    for key, value in weights().items():
+        np.testing.assert_allclose(value, expected[key], rtol=1e-6, atol=1e-7)
+    x, y = _batch(seed=9)
+    averaged_logits = engine.predict(x)
+    engine.train()  # ...and training goes on from its own weights
+    for key, value in weights().items():
+        np.testing.assert_array_equal(value, raw[key])
+    state = engine.state_dict()  # the checkpoint's "model" is the average
+    for key, value in state["model"].items():
+        np.testing.assert_allclose(np.asarray(value), expected[key], rtol=1e-6, atol=1e-7)
+    engine.eval()
+    np.testing.assert_array_equal(engine.predict(x), averaged_logits)
+
+
+def test_flip_tta_logits_are_the_mean_of_the_two_views():
+    engine = TorchEngine(_net(), SGD, device="cpu")
+    engine.eval()
+    x, y = _batch(n=16)
+    views = tta_views(x, ["flip"])
+    logits = (torch.as_tensor(engine.predict(x)) + torch.as_tensor(engine.predict(x.flip(3)))) / 2
+    loss_sum, correct = engine.eval_views(views, y)
+    expected_loss = nn.functional.cross_entropy(logits, y, reduction="sum")
+    assert loss_sum == pytest.approx(float(expected_loss), rel=1e-5)
+    assert correct == int((logits.argmax(1) == y).sum())
+    # evaluate() uses the views when asked
+    loss, acc = evaluate(engine, [(x, y)], tta=["flip"])
+    assert loss == pytest.approx(float(expected_loss) / 16, rel=1e-5) and acc == correct / 16
+
+
+@pytest.mark.parametrize("engine_name", ["torch", "scratch"])
+def test_whitening_makes_the_first_layers_patch_covariance_close_to_identity(engine_name):
+    rng = np.random.default_rng(0)
+    # correlated images: smooth noise, so raw 2x2 patches are far from white
+    base = rng.normal(size=(300, 3, 9, 9)).cumsum(axis=2).cumsum(axis=3)
+    images = np.clip(128 + 8 * base, 0, 255).astype(np.uint8)
+    mean, std = images.mean(axis=(0, 2, 3)) / 255, images.std(axis=(0, 2, 3)) / 255
+    spec = [{"conv": {"out": 24, "k": 2}, "name": "stem"}, "relu", "flatten", {"linear": 10}]
+    root = models.resolve(spec, (3, 9, 9), 10)
+    model = models.build(spec, (3, 9, 9), 10, engine=engine_name)
+    assert whiten_first_conv(model, root, images, mean, std) == "stem"
+    weight = np.asarray(model.state_dict()["stem.weight"]).reshape(24, -1)
+    x = (images / 255.0 - mean[None, :, None, None]) / std[None, :, None, None]
+    rows = patches(x, (2, 2), (1, 1))
+    outputs = (rows - rows.mean(0)) @ weight[:12].T  # the 12 whitened filters
+    covariance = outputs.T @ outputs / len(rows)
+    # decorrelated, unit variance up to the eps that tames the smallest components
+    assert np.abs(covariance - np.diag(np.diag(covariance))).max() < 1e-6
+    assert 0.9 < np.diag(covariance).min() and np.diag(covariance).max() <= 1.0
+    np.testing.assert_allclose(weight[12:], -weight[:12])  # and their negatives
+    raw = (rows - rows.mean(0)).T @ (rows - rows.mean(0)) / len(rows)
+    assert np.abs(raw - np.diag(np.diag(raw))).max() > 0.5  # the input was far from white
+
+
+def test_whitening_needs_a_conv_first():
+    spec = ["flatten", {"linear": 10}]
+    root = models.resolve(spec, (1, 4, 4), 10)
+    with pytest.raises(ModelError, match="must start with a Conv2d.*'1' is a Flatten|Flatten"):
+        whiten_first_conv(models.build(spec, (1, 4, 4), 10), root, np.zeros((4, 1, 4, 4), np.uint8),
+                          (0.5,), (0.2,))
+
+
+class StopAt(Callback):
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def _metrics(run_dir):
+    return [line.rsplit(",", 1)[0] for line in (run_dir / "metrics.csv").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("engine_name", ["torch", "scratch"])
+def test_resume_with_ema_and_tta_is_bit_exact_on_cpu(tiny_config, engine_name):
+    config = tiny_config(**{"train.ema": 0.9, "eval.tta": ["flip"], "model.whiten": True,
+                            "data.augment": ["flip_alternate", "translate", "cutout"],
+                            "data.cutout": 3, "train.engine": engine_name, "train.epochs": 3,
+                            "data.train_limit": 200})
+    full = train(config, quiet=True)
+    with pytest.raises(TrainingInterrupted):
+        train(config, quiet=True, callbacks=[StopAt(2)])
+    stopped = full.path.parent / "v2"
+    resumed = train(resume=stopped, quiet=True)
+    assert _metrics(stopped) == _metrics(full.path)
+    assert resumed.result["test_acc"] == full.result["test_acc"]
+    features = full.result["features"]
+    assert features["ema"] == 0.9 and features["tta"] == ["flip"] and features["whiten"] is True
+    # the best checkpoint holds the averaged weights that gave the test accuracy
+    best = full.checkpoint("best")
+    assert "train_model" in best and set(best["model"]) == set(best["train_model"])
+
+
+def test_compile_is_a_torch_engine_option():
+    with pytest.raises(ConfigError, match="train.compile.*only the torch engine"):
+        load_config({"train": {"compile": True, "engine": "scratch"}})
+    engine = TorchEngine(_net(), SGD, device="cpu", compile=True)
+    assert engine._forward is not engine.model  # compiled lazily, on the first batch
+    assert set(engine.state_dict()["model"]) == set(_net().state_dict())  # keys unprefixed
+
+
+def test_fast_options_are_validated():
+    with pytest.raises(ConfigError, match="eval.tta"):
+        load_config({"eval": {"tta": ["rotate"]}})
+    with pytest.raises(ConfigError, match="train.ema"):
+        load_config({"train": {"ema": 1.5}})
+    with pytest.raises(ConfigError, match="data.augment"):
+        load_config({"data": {"augment": ["flip_alternat"]}})
