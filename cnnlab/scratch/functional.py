@@ -370,7 +370,16 @@ def flatten_forward(x, start_dim=1, end_dim=-1):
     x: (N, C, H, W) -> (N, C*H*W) with the defaults. Channels-last memory is copied into
     NCHW order here, so a following Linear sees torch's feature order.
     """
-    start, end = start_dim % max(x.ndim, 1), end_dim % max(x.ndim, 1)
+    size = max(x.ndim, 1)  # torch counts a 0-d tensor as one dim here
+    if not (-size <= start_dim < size and -size <= end_dim < size):
+        raise ModelError(f"flatten: start_dim={start_dim}, end_dim={end_dim} are out of range "
+                         f"for a {x.ndim}-D input of shape {x.shape}.")
+    start, end = start_dim % size, end_dim % size
+    if start > end:
+        raise ModelError(f"flatten: start_dim={start_dim} comes after end_dim={end_dim} for a "
+                         f"{x.ndim}-D input.")
+    if x.ndim == 0:
+        return x.reshape(1), x.shape
     shape = x.shape[:start] + (int(np.prod(x.shape[start:end + 1])),) + x.shape[end + 1:]
     return np.ascontiguousarray(x).reshape(shape), x.shape
 
@@ -1022,12 +1031,15 @@ def _normalise_backward(dxhat, xhat, inv_std, axes):
                       - xhat * (dxhat * xhat).mean(axis=axes, keepdims=True))
 
 
-def layer_norm_backward(dout, cache):
-    """dout like x -> (dx, dweight or None, dbias or None), parameters shaped normalized_shape."""
+def layer_norm_backward(dout, cache, need_input_grad=True):
+    """dout like x -> (dx or None, dweight or None, dbias or None), parameters shaped
+    normalized_shape."""
     xhat, inv_std, weight, axes, has_bias = cache
     batch_axes = tuple(range(xhat.ndim - len(axes)))
     dweight = (dout * xhat).sum(axis=batch_axes) if weight is not None else None
     dbias = dout.sum(axis=batch_axes) if has_bias else None
+    if not need_input_grad:
+        return None, dweight, dbias
     dxhat = dout * weight if weight is not None else dout
     return _normalise_backward(dxhat, xhat, inv_std, axes), dweight, dbias
 
@@ -1056,13 +1068,15 @@ def group_norm_forward(x, num_groups, weight=None, bias=None, eps=1e-5):
     return out, (xhat, inv_std, weight, num_groups, bias is not None)
 
 
-def group_norm_backward(dout, cache):
-    """dout like x -> (dx, dweight (C,) or None, dbias (C,) or None)."""
+def group_norm_backward(dout, cache, need_input_grad=True):
+    """dout like x -> (dx or None, dweight (C,) or None, dbias (C,) or None)."""
     xhat, inv_std, weight, groups, has_bias = cache
     n, c = xhat.shape[:2]
     other = (0,) + tuple(range(2, xhat.ndim))
     dweight = (dout * xhat).sum(axis=other) if weight is not None else None
     dbias = dout.sum(axis=other) if has_bias else None
+    if not need_input_grad:
+        return None, dweight, dbias
     channel = (1, c) + (1,) * (xhat.ndim - 2)
     dxhat = dout * weight.reshape(channel) if weight is not None else dout
     dx = _normalise_backward(dxhat.reshape(n, groups, -1), xhat.reshape(n, groups, -1),
