@@ -261,7 +261,8 @@ def cross_entropy_backward(dloss, cache) -> np.ndarray:
             grad *= 1.0 - eps
             grad += (eps / c) * (w.sum() * probs - w) * keep[:, None]
     scale = _row_scale(dloss, reduction, shape, denominator, dtype)
-    grad *= scale.reshape(-1, 1) if reduction == "none" else scale
+    with np.errstate(invalid="ignore"):  # every position ignored: nan, as the loss
+        grad *= scale.reshape(-1, 1) if reduction == "none" else scale
     return _from_rows(grad.astype(dtype, copy=False), shape)
 
 
@@ -291,7 +292,8 @@ def nll_loss_backward(dloss, cache) -> np.ndarray:
     (m, c), (y, keep, w, w_y, denominator), shape, reduction, dtype = cache
     grad = np.zeros((m, c), dtype)
     scale = _row_scale(dloss, reduction, shape, denominator, dtype)
-    grad[np.arange(m), y] = -w_y * scale
+    with np.errstate(invalid="ignore"):  # every position ignored: nan, as the loss
+        grad[np.arange(m), y] = -w_y * scale
     return _from_rows(grad, shape)
 
 
