@@ -253,6 +253,23 @@ def test_avg_pool2d_ceil_mode_divisors_match_torch(case):
     _pool_parity(scratch.AvgPool2d(**args), nn.AvgPool2d(**args), x, rng)
 
 
+@pytest.mark.parametrize("size, kernel, stride, padding", [(4, 4, 3, 1), (5, 2, 2, 0),
+                                                           (6, 3, 2, 1), (7, 3, 3, 1),
+                                                           (8, 4, 3, 2)])
+@pytest.mark.parametrize("count_include_pad", [True, False])
+def test_avg_pool2d_ceil_mode_windows_past_the_padding(size, kernel, stride, padding,
+                                                       count_include_pad):
+    # the last window reaches past the right padding: torch counts padding, not beyond it
+    args = dict(kernel_size=kernel, stride=stride, padding=padding, ceil_mode=True,
+                count_include_pad=count_include_pad)
+    rng = np.random.default_rng(size)
+    _pool_parity(scratch.AvgPool2d(**args), nn.AvgPool2d(**args),
+                 rng.standard_normal((1, 2, size, size + 1)), rng)
+    max_args = {k: v for k, v in args.items() if k != "count_include_pad"}
+    _pool_parity(scratch.MaxPool2d(**max_args), nn.MaxPool2d(**max_args),
+                 rng.standard_normal((1, 2, size, size + 1)), rng)
+
+
 def test_ceil_mode_drops_a_window_that_would_start_in_the_right_padding():
     # H=5, k=2, s=2, p=1: ceil gives 4 windows, but the 4th starts at 6 = H + p: dropped
     x = np.arange(25.0).reshape(1, 1, 5, 5)
