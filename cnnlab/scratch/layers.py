@@ -1016,3 +1016,33 @@ class BasicBlock(Module):
         if self.downsample is not None:
             return grad_x + self.downsample.backward(grad_sum)
         return grad_x + grad_sum
+
+
+# layer name -> (forward kernel, backward kernel) in cnnlab.scratch.functional, for tables
+# such as `cnnlab check` and the spec language; containers (Sequential, BasicBlock) and
+# RoIPool's two-input forward are left out
+LAYER_KERNELS = {
+    "Linear": ("linear_forward", "linear_backward"),
+    "Conv2d": ("conv2d_forward", "conv2d_backward"),  # + pad2d_* for other padding
+    "ConvTranspose2d": ("conv_transpose2d_forward", "conv_transpose2d_backward"),
+    "MaxPool2d": ("max_pool2d_forward", "max_pool2d_backward"),
+    "AvgPool2d": ("avg_pool2d_forward", "avg_pool2d_backward"),
+    "AdaptiveAvgPool2d": ("adaptive_avg_pool2d_forward", "adaptive_avg_pool2d_backward"),
+    "AdaptiveMaxPool2d": ("adaptive_max_pool2d_forward", "adaptive_max_pool2d_backward"),
+    "Flatten": ("flatten_forward", "flatten_backward"),
+    "BatchNorm1d": ("batchnorm_forward", "batchnorm_backward"),
+    "BatchNorm2d": ("batchnorm_forward", "batchnorm_backward"),
+    "LayerNorm": ("layer_norm_forward", "layer_norm_backward"),
+    "GroupNorm": ("group_norm_forward", "group_norm_backward"),
+    "Dropout": ("dropout_forward", "dropout_backward"),
+    "Dropout2d": ("feature_dropout_forward", "dropout_backward"),
+    "ReLU": ("relu_forward", "relu_backward"),
+    "LeakyReLU": ("leaky_relu_forward", "leaky_relu_backward"),
+    "Sigmoid": ("sigmoid_forward", "sigmoid_backward"),
+    "Tanh": ("tanh_forward", "tanh_backward"),
+    "GELU": ("gelu_forward", "gelu_backward"),
+    "SiLU": ("silu_forward", "silu_backward"),
+    "Softmax": ("softmax_forward", "softmax_backward"),
+    "LogSoftmax": ("log_softmax_forward", "log_softmax_backward"),
+    "Upsample": ("upsample2d_forward", "upsample2d_backward"),
+}

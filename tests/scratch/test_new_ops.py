@@ -182,3 +182,14 @@ def test_new_kernels_are_pure_functions_with_caches():
     assert indices.dtype == np.int64 and values.shape == (1, 2, 2, 2)
     expected = torch.nn.functional.adaptive_max_pool2d(tensor(x[None]), 2, True)[1].numpy()
     np.testing.assert_array_equal(indices, expected)
+
+
+def test_layer_kernels_name_real_kernels_for_every_exported_layer():
+    from cnnlab.scratch.layers import LAYER_KERNELS
+
+    for name, kernels in LAYER_KERNELS.items():
+        assert isinstance(getattr(scratch, name), type), name
+        assert all(callable(getattr(F, kernel)) for kernel in kernels), name
+    layers = {name for name in scratch.__all__ if isinstance(getattr(scratch, name), type)
+              and issubclass(getattr(scratch, name), scratch.Module)}
+    assert layers - set(LAYER_KERNELS) == {"BasicBlock", "Module", "RoIPool", "Sequential"}
