@@ -153,7 +153,7 @@ def _reduce(per_position: np.ndarray, reduction: str, denominator):
         return float(total / denominator)
 
 
-def _class_loss_forward(loss_name, log_probs_rows, shape, target, weight, ignore_index,
+def _class_loss_forward(log_probs_rows, shape, target, weight, ignore_index,
                         reduction, eps, dtype):
     """The shared core of cross-entropy and NLL on (M, C) log-probabilities."""
     m, c = log_probs_rows.shape
@@ -212,7 +212,7 @@ def cross_entropy_forward(logits: np.ndarray, target: np.ndarray, label_smoothin
         denominator = per.size
         value = _reduce(per.reshape(_loss_shape(shape)), reduction, denominator)
         return value, ("probabilities", log_probs, a, shape, reduction, denominator)
-    value, parts = _class_loss_forward("CrossEntropyLoss", log_probs, shape, target, weight,
+    value, parts = _class_loss_forward(log_probs, shape, target, weight,
                                        ignore_index, reduction, eps, dtype)
     return value, ("indices", log_probs, parts, shape, reduction, eps)
 
@@ -282,7 +282,7 @@ def nll_loss_forward(log_probs: np.ndarray, target: np.ndarray, weight=None,
     _check_class_inputs("NLLLoss", log_probs, target, weight, ignore_index, what="input")
     shape = log_probs.shape
     rows = _to_rows(log_probs)
-    value, parts = _class_loss_forward("NLLLoss", rows, shape, target, weight, ignore_index,
+    value, parts = _class_loss_forward(rows, shape, target, weight, ignore_index,
                                        reduction, 0.0, log_probs.dtype)
     return value, (rows.shape, parts, shape, reduction, log_probs.dtype)
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from _scratch_torch import compare_module, rel_err, tensor
+from _scratch_torch import compare_module, tensor
 from cnnlab import scratch
 from cnnlab.errors import ModelError
 from cnnlab.scratch import functional as F

@@ -331,7 +331,7 @@ ELEMENTWISE = [lambda ns: ns.ReLU(), lambda ns: ns.LeakyReLU(0.2), lambda ns: ns
 def test_elementwise_layers_take_0d_and_any_shape(index, shape):
     ours, theirs = ELEMENTWISE[index](scratch), ELEMENTWISE[index](nn)
     training = not isinstance(ours, scratch.Dropout)  # eval dropout: both are the identity
-    errors = _check(ours, theirs, shape, training=training)
+    _check(ours, theirs, shape, training=training)
     out = ours(np.ones(shape))
     assert isinstance(out, np.ndarray) and out.shape == shape
 
