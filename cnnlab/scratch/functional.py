@@ -91,13 +91,15 @@ def _window_slice(a: int, b: int, stride, dilation, out_hw) -> tuple[slice, slic
     )
 
 
-def _pad_nhwc(x_nhwc: np.ndarray, padding, workspace=None, key="pad", fill=0.0) -> np.ndarray:
-    """Zero- (or `fill`-) padded copy (N, H+2ph, W+2pw, C); x itself when there is no padding."""
+def _pad_nhwc(x_nhwc: np.ndarray, padding, workspace=None, key="pad", fill=0.0,
+              extra=(0, 0)) -> np.ndarray:
+    """Zero- (or `fill`-) padded copy (N, H+2ph+eh, W+2pw+ew, C); x itself when there is no
+    padding. `extra` (eh, ew) pads the bottom/right only (ceil_mode windows of pooling)."""
     ph, pw = padding
-    if ph == 0 and pw == 0:
+    if ph == 0 and pw == 0 and extra == (0, 0):
         return x_nhwc
     n, h, w, c = x_nhwc.shape
-    shape = (n, h + 2 * ph, w + 2 * pw, c)
+    shape = (n, h + 2 * ph + extra[0], w + 2 * pw + extra[1], c)
     if fill == 0.0:
         # a reused buffer keeps its zero border: only the interior is ever written
         xp = _buffer(workspace, key, shape, x_nhwc.dtype)
@@ -358,7 +360,16 @@ def flatten_forward(x, start_dim=1, end_dim=-1):
     x: (N, C, H, W) -> (N, C*H*W) with the defaults. Channels-last memory is copied into
     NCHW order here, so a following Linear sees torch's feature order.
     """
-    start, end = start_dim % max(x.ndim, 1), end_dim % max(x.ndim, 1)
+    size = max(x.ndim, 1)  # torch counts a 0-d tensor as one dim here
+    if not (-size <= start_dim < size and -size <= end_dim < size):
+        raise ModelError(f"flatten: start_dim={start_dim}, end_dim={end_dim} are out of range "
+                         f"for a {x.ndim}-D input of shape {x.shape}.")
+    start, end = start_dim % size, end_dim % size
+    if start > end:
+        raise ModelError(f"flatten: start_dim={start_dim} comes after end_dim={end_dim} for a "
+                         f"{x.ndim}-D input.")
+    if x.ndim == 0:
+        return x.reshape(1), x.shape
     shape = x.shape[:start] + (int(np.prod(x.shape[start:end + 1])),) + x.shape[end + 1:]
     return np.ascontiguousarray(x).reshape(shape), x.shape
 
@@ -372,7 +383,23 @@ def flatten_backward(dout, cache):
 # pooling
 
 
-def _pool_geometry(x, kernel_size, stride, padding, dilation=1):
+def pool_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int = 1,
+                     ceil_mode: bool = False) -> int:
+    """Output length of a pooling window along one axis, torch's rule.
+
+    With ceil_mode the division rounds up, but the last window must start inside the input or
+    its left padding: a window starting in the right padding (or past it) is dropped.
+    """
+    span = size + 2 * padding - dilation * (kernel - 1) - 1
+    out = (span + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
+
+
+def _pool_geometry(x, kernel_size, stride, padding, dilation=1, ceil_mode=False):
+    """kernel, stride, padding, dilation pairs, (Ho, Wo) and the extra bottom/right padding
+    that ceil_mode windows reach past the padded input."""
     kernel = pair(kernel_size, "kernel_size")
     stride = kernel if stride is None else pair(stride, "stride")
     padding, dilation = pair(padding, "padding"), pair(dilation, "dilation")
@@ -382,31 +409,61 @@ def _pool_geometry(x, kernel_size, stride, padding, dilation=1):
                 f"pooling: padding {padding} must be at most half the kernel size {kernel}."
             )
     _, _, h, w = x.shape
-    ho = conv_output_size(h, kernel[0], stride[0], padding[0], dilation[0])
-    wo = conv_output_size(w, kernel[1], stride[1], padding[1], dilation[1])
+    ho = pool_output_size(h, kernel[0], stride[0], padding[0], dilation[0], ceil_mode)
+    wo = pool_output_size(w, kernel[1], stride[1], padding[1], dilation[1], ceil_mode)
     if ho < 1 or wo < 1:
         raise ModelError(
             f"pooling: input of spatial size {(h, w)} is too small for kernel {kernel} with "
             f"padding {padding} (output would be {(ho, wo)})."
         )
-    return kernel, stride, padding, dilation, (ho, wo)
+    extra = tuple(max(0, (out - 1) * stride[i] + dilation[i] * (kernel[i] - 1) + 1
+                      - (size + 2 * padding[i]))
+                  for i, (out, size) in enumerate(((ho, h), (wo, w))))
+    return kernel, stride, padding, dilation, (ho, wo), extra
 
 
-def max_pool2d_forward(x, kernel_size, stride=None, padding=0, dilation=1):
-    """Max pooling, torch semantics (floor mode, -inf padding).
+def max_pool2d_forward(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+                       return_indices=False):
+    """Max pooling, torch semantics (-inf padding; ceil_mode as `pool_output_size`).
 
     x: (N, C, H, W) -> out: (N, C, Ho, Wo). The max is a running `np.maximum` over the kh*kw
     strided views of the input (one per kernel tap), far faster than reshape + max.
+    With return_indices, out is (values, indices): indices (N, C, Ho, Wo) int64 are flat
+    positions h*W + w in each input plane of the first maximum (of the last NaN, if any), as
+    torch's CPU kernel picks them.
     """
-    kernel, stride, padding, dilation, out_hw = _pool_geometry(x, kernel_size, stride, padding,
-                                                               dilation)
-    xp = _pad_nhwc(_nhwc(x), padding, fill=-np.inf)
+    kernel, stride, padding, dilation, out_hw, extra = _pool_geometry(
+        x, kernel_size, stride, padding, dilation, ceil_mode)
+    xp = _pad_nhwc(_nhwc(x), padding, fill=-np.inf, extra=extra)
     taps = [xp[(slice(None),) + _window_slice(a, b, stride, dilation, out_hw)]
             for a in range(kernel[0]) for b in range(kernel[1])]
+    cache_tail = (x.shape, kernel, stride, padding, dilation, out_hw)
+    if return_indices:
+        out, indices = _max_with_indices(taps, x.shape[3], kernel, stride, padding, dilation,
+                                         out_hw)
+        return (_nchw_view(out), _nchw_view(indices)), (xp, out) + cache_tail
     out = np.maximum(taps[0], taps[1]) if len(taps) > 1 else taps[0].copy()
     for tap in taps[2:]:
         np.maximum(out, tap, out=out)
-    return _nchw_view(out), (xp, out, x.shape, kernel, stride, padding, dilation, out_hw)
+    return _nchw_view(out), (xp, out) + cache_tail
+
+
+def _max_with_indices(taps, width, kernel, stride, padding, dilation, out_hw):
+    """Running max over taps (row-major) and the flat input index of the chosen tap; a tap
+    replaces the max when strictly greater or NaN (torch's `val > max || isnan(val)`)."""
+    rows = np.arange(out_hw[0]) * stride[0] - padding[0]
+    cols = np.arange(out_hw[1]) * stride[1] - padding[1]
+    out = taps[0].copy()
+    indices = np.empty(out.shape, np.int64)
+    indices[...] = (rows[:, None] * width + cols[None, :])[None, :, :, None]
+    for t, tap in enumerate(taps[1:], start=1):
+        a, b = divmod(t, kernel[1])
+        flat = ((rows + a * dilation[0])[:, None] * width
+                + (cols + b * dilation[1])[None, :])[None, :, :, None]
+        better = (tap > out) | np.isnan(tap)
+        np.copyto(out, tap, where=better)
+        np.copyto(indices, np.broadcast_to(flat, indices.shape), where=better)
+    return out, indices
 
 
 def max_pool2d_backward(dout, cache):
@@ -434,42 +491,52 @@ def max_pool2d_backward(dout, cache):
     return _nchw_view(dxp[:, ph:ph + h, pw:pw + w, :])
 
 
-def avg_pool2d_forward(x, kernel_size, stride=None, padding=0, count_include_pad=True):
-    """Average pooling, torch semantics (floor mode, zero padding).
+def avg_pool2d_forward(x, kernel_size, stride=None, padding=0, count_include_pad=True,
+                       ceil_mode=False, divisor_override=None):
+    """Average pooling, torch semantics (zero padding; ceil_mode as `pool_output_size`).
 
-    x: (N, C, H, W) -> out: (N, C, Ho, Wo). With count_include_pad=False a window's divisor
-    is the number of real (unpadded) inputs in it.
+    x: (N, C, H, W) -> out: (N, C, Ho, Wo). A window's divisor is, as in torch's kernel:
+    `divisor_override` when given; else with count_include_pad the window's size clipped to
+    the padded input (ceil_mode windows reaching past the padding count only up to it); else
+    the number of real (unpadded) inputs in it.
     """
-    kernel, stride, padding, dilation, out_hw = _pool_geometry(x, kernel_size, stride, padding)
-    xp = _pad_nhwc(_nhwc(x), padding)
+    kernel, stride, padding, dilation, out_hw, extra = _pool_geometry(
+        x, kernel_size, stride, padding, 1, ceil_mode)
+    xp = _pad_nhwc(_nhwc(x), padding, extra=extra)
     out = None
     for a in range(kernel[0]):
         for b in range(kernel[1]):
             tap = xp[(slice(None),) + _window_slice(a, b, stride, dilation, out_hw)]
             out = tap.copy() if out is None else np.add(out, tap, out=out)
     divisor = _avg_divisor(x.shape[2:], kernel, stride, padding, out_hw, count_include_pad,
-                           x.dtype)
+                           x.dtype, extra, divisor_override)
     out /= divisor
-    return _nchw_view(out), (x.shape, kernel, stride, padding, out_hw, divisor)
+    return _nchw_view(out), (x.shape, kernel, stride, padding, out_hw, divisor, extra)
 
 
-def _avg_divisor(hw, kernel, stride, padding, out_hw, count_include_pad, dtype):
-    """Scalar kh*kw, or a (1, Ho, Wo, 1) count of unpadded inputs per window."""
-    if count_include_pad or padding == (0, 0):
+def _avg_divisor(hw, kernel, stride, padding, out_hw, count_include_pad, dtype, extra=(0, 0),
+                 divisor_override=None):
+    """Scalar divisor, or a (1, Ho, Wo, 1) map of per-window divisors."""
+    if divisor_override is not None:
+        return dtype.type(divisor_override)
+    if extra == (0, 0) and (count_include_pad or padding == (0, 0)):
         return dtype.type(kernel[0] * kernel[1])
     counts = []
     for axis in range(2):
         starts = np.arange(out_hw[axis]) * stride[axis] - padding[axis]
-        ends = np.minimum(starts + kernel[axis], hw[axis])
-        counts.append(ends - np.maximum(starts, 0))
+        ends = np.minimum(starts + kernel[axis], hw[axis] + padding[axis])
+        if not count_include_pad:
+            ends, starts = np.minimum(ends, hw[axis]), np.maximum(starts, 0)
+        counts.append(ends - starts)
     return np.multiply.outer(counts[0], counts[1]).astype(dtype)[None, :, :, None]
 
 
 def avg_pool2d_backward(dout, cache):
     """dout: (N, C, Ho, Wo) -> dx: (N, C, H, W): each output spreads its gradient evenly."""
-    (n, c, h, w), kernel, stride, padding, out_hw, divisor = cache
+    (n, c, h, w), kernel, stride, padding, out_hw, divisor, extra = cache
     share = _nhwc(dout) / divisor
-    dxp = np.zeros((n, h + 2 * padding[0], w + 2 * padding[1], c), share.dtype)
+    dxp = np.zeros((n, h + 2 * padding[0] + extra[0], w + 2 * padding[1] + extra[1], c),
+                   share.dtype)
     for a in range(kernel[0]):
         for b in range(kernel[1]):
             dxp[(slice(None),) + _window_slice(a, b, stride, (1, 1), out_hw)] += share
@@ -485,10 +552,7 @@ def adaptive_bins(size: int, out_size: int) -> list[tuple[int, int]]:
 def adaptive_avg_pool2d_forward(x, output_size):
     """x: (N, C, H, W) -> out: (N, C, Ho, Wo); bins may overlap when H is not a multiple."""
     n, c, h, w = x.shape
-    if isinstance(output_size, (int, np.integer)) or output_size is None:
-        output_size = (output_size, output_size)
-    ho, wo = (h if output_size[0] is None else int(output_size[0]),
-              w if output_size[1] is None else int(output_size[1]))
+    ho, wo = _adaptive_size(x, output_size)
     rows, cols = adaptive_bins(h, ho), adaptive_bins(w, wo)
     out = np.empty((n, c, ho, wo), x.dtype)
     for i, (r0, r1) in enumerate(rows):
@@ -506,6 +570,52 @@ def adaptive_avg_pool2d_backward(dout, cache):
             share = dout[:, :, i, j] / ((r1 - r0) * (c1 - c0))
             dx[:, :, r0:r1, c0:c1] += share[:, :, None, None]
     return dx
+
+
+def _adaptive_size(x, output_size) -> tuple[int, int]:
+    """output_size (int, pair, None entries = keep the input's size) -> (Ho, Wo)."""
+    h, w = x.shape[2:]
+    if isinstance(output_size, (int, np.integer)) or output_size is None:
+        output_size = (output_size, output_size)
+    return (h if output_size[0] is None else int(output_size[0]),
+            w if output_size[1] is None else int(output_size[1]))
+
+
+def adaptive_max_pool2d_forward(x, output_size, return_indices=False):
+    """Adaptive max pooling, torch semantics: bins as `adaptive_bins`, the first maximum in
+    row-major order wins (a NaN wins over numbers, the last NaN over earlier ones).
+
+    x: (N, C, H, W) -> out: (N, C, Ho, Wo), or (out, indices) with return_indices; indices
+    (N, C, Ho, Wo) int64 are flat positions h*W + w in each input plane.
+    """
+    n, c, h, w = x.shape
+    ho, wo = _adaptive_size(x, output_size)
+    out = np.empty((n, c, ho, wo), x.dtype)
+    indices = np.empty((n, c, ho, wo), np.int64)
+    for i, (r0, r1) in enumerate(adaptive_bins(h, ho)):
+        for j, (c0, c1) in enumerate(adaptive_bins(w, wo)):
+            flat_pos = (np.arange(r0, r1)[:, None] * w + np.arange(c0, c1)[None, :]).ravel()
+            region = x[:, :, r0:r1, c0:c1].reshape(n, c, -1)
+            nan = np.isnan(region)
+            # argmax returns the first maximum; a NaN bin reports its last NaN, like torch
+            first = region.argmax(axis=2)
+            last_nan = nan.shape[2] - 1 - nan[:, :, ::-1].argmax(axis=2)
+            pick = np.where(nan.any(axis=2), last_nan, first)
+            indices[:, :, i, j] = flat_pos[pick]
+            out[:, :, i, j] = np.take_along_axis(region, pick[..., None], axis=2)[..., 0]
+    cache = (x.shape, indices)
+    return ((out, indices) if return_indices else out), cache
+
+
+def adaptive_max_pool2d_backward(dout, cache):
+    """dout: (N, C, Ho, Wo) -> dx: (N, C, H, W); each output's gradient goes to its index."""
+    (n, c, h, w), indices = cache
+    dx = np.zeros((n, c, h * w), dout.dtype)
+    nn_, cc = np.meshgrid(np.arange(n), np.arange(c), indexing="ij")
+    for i in range(indices.shape[2]):
+        for j in range(indices.shape[3]):
+            np.add.at(dx, (nn_, cc, indices[:, :, i, j]), dout[:, :, i, j])
+    return dx.reshape(n, c, h, w)
 
 
 def _round_half_away(value: float) -> int:
@@ -567,9 +677,14 @@ def roi_pool_backward(dout, cache):
 
 
 def _channels_matrix(x):
-    """(N, C) or (N, C, H, W) -> (rows, C) matrix over the same memory, and a function back."""
+    """(N, C), (N, C, L) or (N, C, H, W) -> (rows, C) matrix over the same memory (a copy for
+    3-D), and a function back."""
     if x.ndim == 2:
         return np.ascontiguousarray(x), lambda y: y
+    if x.ndim == 3:
+        n, c, length = x.shape
+        return (np.ascontiguousarray(x.transpose(0, 2, 1)).reshape(-1, c),
+                lambda y: y.reshape(n, length, c).transpose(0, 2, 1))
     x_nhwc = _nhwc(x)
     shape = x_nhwc.shape
     return x_nhwc.reshape(-1, shape[3]), lambda y: _nchw_view(y.reshape(shape))
@@ -596,15 +711,22 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, num_batches_tra
                       training=True, momentum=0.1, eps=1e-5, workspace=None):
     """Batch normalisation over N (and H, W), torch.nn.BatchNorm1d/2d semantics.
 
-    x: (N, C) or (N, C, H, W); gamma, beta, running_mean, running_var: (C,).
+    x: (N, C), (N, C, L) or (N, C, H, W); gamma, beta, running_mean, running_var: (C,).
     Training normalises with the batch mean and biased variance and updates the running
     statistics in place with the *unbiased* variance (M/(M-1)), as torch does; `momentum=None`
     means a cumulative average (uses and increments `num_batches_tracked`, a 0-d int array).
-    Eval normalises with the running statistics. Returns (out like x, cache); the cache holds
-    x - mean, in a `workspace` buffer when one is given.
+    Without running statistics (None) the statistics are not tracked. Eval normalises with
+    the running statistics. An empty batch gives an empty output and, as torch, leaves the
+    running statistics alone but still counts the batch in `num_batches_tracked`.
+    Returns (out like x, cache); the cache holds x - mean, in a `workspace` buffer when one
+    is given.
     """
     x2, back = _channels_matrix(x)
     m, c = x2.shape
+    if m == 0:
+        if training and num_batches_tracked is not None:
+            num_batches_tracked += 1
+        return back(x2.copy()), None
     r = _wide_rows(m, c)
     centered = _buffer(workspace, "centered", (m // r, r * c), x2.dtype)
     if training:
@@ -642,8 +764,10 @@ def batchnorm_backward(dout, cache, workspace=None):
     dx = gamma * inv_std * (dout - mean(dout) - xhat * mean(dout * xhat)),
     evaluated as k1 * dout + k2 * (x - mean) + k3 with per-channel k's (fewer full passes).
     """
-    centered, gamma, inv_std, training, r = cache
     d2, back = _channels_matrix(dout)
+    if cache is None:  # an empty batch: nothing flows back
+        return back(d2.copy()), np.zeros(d2.shape[1], d2.dtype), np.zeros(d2.shape[1], d2.dtype)
+    centered, gamma, inv_std, training, r = cache
     m, c = d2.shape
     wide = d2.reshape(-1, r * c)
     dbeta = _channel_sum(d2)
@@ -672,8 +796,8 @@ def dropout_forward(x, p, training=True, rng=None):
     if p >= 1:
         return np.zeros_like(x), np.zeros_like(x)
     keep = rng.random(x.shape, dtype=np.float32 if x.dtype == np.float32 else np.float64) >= p
-    mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - p))
-    return x * mask, mask
+    mask = np.asarray(keep, x.dtype) * x.dtype.type(1.0 / (1.0 - p))
+    return np.asarray(x * mask), mask
 
 
 def dropout_backward(dout, cache):
@@ -694,7 +818,8 @@ def relu_backward(dout, cache):
 def leaky_relu_forward(x, negative_slope=0.01):
     """Elementwise x if x > 0 else slope*x; `np.maximum(x, a*x)` is the fast form for 0<=a<=1."""
     if 0 <= negative_slope <= 1:
-        out = np.multiply(x, x.dtype.type(negative_slope))
+        # out= keeps a 0-d input an array (np.multiply alone returns a scalar for it)
+        out = np.multiply(x, x.dtype.type(negative_slope), out=np.empty_like(x))
         np.maximum(x, out, out=out)
     else:
         out = np.where(x > 0, x, x * negative_slope)
@@ -733,3 +858,350 @@ def tanh_forward(x):
 
 def tanh_backward(dout, cache):
     return dout * (1 - cache * cache)
+
+
+def feature_dropout_forward(x, p, training=True, rng=None):
+    """Channel-wise dropout (torch.nn.Dropout2d): zero whole channels with probability p and
+    scale the rest by 1/(1-p).
+
+    x: (N, C, ...) with at least 2 dims; one draw per (n, c), shared over the other dims, as
+    torch's feature_dropout (a 3-D input is (N, C, L), as torch 2.x still reads it).
+    """
+    if x.ndim < 2:
+        raise ModelError(f"feature dropout needs an input with at least 2 dims (N, C, ...); "
+                         f"got shape {x.shape}.")
+    if not training or p == 0:
+        return x, None
+    mask_shape = x.shape[:2] + (1,) * (x.ndim - 2)
+    if p >= 1:
+        return np.zeros_like(x), np.zeros(mask_shape, x.dtype)
+    keep = rng.random(mask_shape, dtype=np.float32 if x.dtype == np.float32 else np.float64) >= p
+    mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - p))
+    return x * mask, mask
+
+
+# --------------------------------------------------------------------------------------------
+# more activations, softmax
+
+
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    """The error function, elementwise: scipy's when installed, else math.erf per element
+    (exact either way; NumPy itself has none)."""
+    try:
+        from scipy.special import erf
+    except ImportError:  # scipy is a test dependency only
+        return np.vectorize(math.erf, otypes=[x.dtype])(x)
+    return erf(x).astype(x.dtype, copy=False)
+
+
+def gelu_forward(x, approximate="none"):
+    """GELU, torch.nn.GELU: x * Phi(x) with Phi(x) = (1 + erf(x / sqrt 2)) / 2, or with
+    approximate='tanh' x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3))) / 2. Any shape."""
+    x = np.asarray(x)
+    if approximate == "none":
+        cdf = 0.5 * (1.0 + _erf(x * x.dtype.type(1 / math.sqrt(2.0))))
+        return np.asarray(x * cdf), (x, approximate, cdf)
+    if approximate == "tanh":
+        inner = x.dtype.type(_SQRT_2_OVER_PI) * (x + x.dtype.type(0.044715) * x * x * x)
+        t = np.tanh(inner)
+        return np.asarray(0.5 * x * (1.0 + t)), (x, approximate, t)
+    raise ModelError(f"gelu: approximate must be 'none' or 'tanh'; got {approximate!r}.")
+
+
+def gelu_backward(dout, cache):
+    """d/dx x*Phi(x) = Phi(x) + x*phi(x); for 'tanh', the derivative of its formula."""
+    x, approximate, saved = cache
+    if approximate == "none":
+        pdf = np.exp(-0.5 * x * x) * x.dtype.type(1 / math.sqrt(2 * math.pi))
+        return np.asarray(dout * (saved + x * pdf))
+    t = saved
+    d_inner = x.dtype.type(_SQRT_2_OVER_PI) * (1.0 + x.dtype.type(3 * 0.044715) * x * x)
+    return np.asarray(dout * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * d_inner))
+
+
+def silu_forward(x):
+    """SiLU (swish): x * sigmoid(x); any shape."""
+    sig, _ = sigmoid_forward(np.asarray(x))
+    return np.asarray(x * sig), (x, sig)
+
+
+def silu_backward(dout, cache):
+    x, sig = cache
+    return np.asarray(dout * sig * (1.0 + x * (1.0 - sig)))
+
+
+def softmax_dim(ndim: int, dim) -> int:
+    """The softmax axis: `dim` (negative counts from the end), or torch's legacy choice when
+    dim is None (0 for 0-, 1- and 3-D inputs, else 1)."""
+    if dim is None:
+        dim = 0 if ndim in (0, 1, 3) else 1
+    size = max(ndim, 1)
+    if not -size <= dim < size:
+        raise ModelError(f"softmax: dim {dim} is out of range for a {ndim}-D input.")
+    return dim % size
+
+
+def _softmax_input(x, dim):
+    """(x as an array of >= 1 dims, axis, the 0-d shape to restore or None): torch treats a
+    0-d input as one element."""
+    x = np.asarray(x)
+    if x.ndim == 0:
+        return x.reshape(1), 0, ()
+    return x, softmax_dim(x.ndim, dim), None
+
+
+def log_softmax_forward(x, dim=None):
+    """log softmax along `dim` (None: torch's legacy choice, see `softmax_dim`), stable (the
+    max is subtracted first). Any shape."""
+    x2, axis, shape = _softmax_input(x, dim)
+    shifted = x2 - x2.max(axis=axis, keepdims=True)
+    shifted -= np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+    return (shifted.reshape(shape) if shape is not None else shifted), (shifted, axis, shape)
+
+
+def log_softmax_backward(dout, cache):
+    """dx = dout - softmax * sum(dout) along the axis."""
+    out, axis, shape = cache
+    dout = np.asarray(dout).reshape(out.shape)
+    dx = dout - np.exp(out) * dout.sum(axis=axis, keepdims=True)
+    return dx.reshape(shape) if shape is not None else dx
+
+
+def softmax_forward(x, dim=None):
+    """softmax along `dim` (None: torch's legacy choice, see `softmax_dim`). Any shape."""
+    x2, axis, shape = _softmax_input(x, dim)
+    e = np.exp(x2 - x2.max(axis=axis, keepdims=True))
+    out = e / e.sum(axis=axis, keepdims=True)
+    return (out.reshape(shape) if shape is not None else out), (out, axis, shape)
+
+
+def softmax_backward(dout, cache):
+    """dx = y * (dout - sum(dout * y)) along the axis."""
+    out, axis, shape = cache
+    dout = np.asarray(dout).reshape(out.shape)
+    dx = out * (dout - (dout * out).sum(axis=axis, keepdims=True))
+    return dx.reshape(shape) if shape is not None else dx
+
+
+# --------------------------------------------------------------------------------------------
+# layer norm, group norm
+
+
+def layer_norm_forward(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """Layer normalisation, torch.nn.functional.layer_norm semantics.
+
+    x: (*, *normalized_shape); statistics (mean, biased variance) over the trailing
+    len(normalized_shape) dims; weight, bias: normalized_shape or None.
+    """
+    x = np.asarray(x)
+    normalized_shape = tuple(int(d) for d in normalized_shape)
+    k = len(normalized_shape)
+    if k == 0 or x.shape[x.ndim - k:] != normalized_shape or x.ndim < k:
+        raise ModelError(f"layer_norm: input shape {x.shape} does not end with "
+                         f"normalized_shape {normalized_shape}.")
+    axes = tuple(range(x.ndim - k, x.ndim))
+    mean = x.mean(axis=axes, keepdims=True)
+    centered = x - mean
+    var = (centered * centered).mean(axis=axes, keepdims=True)
+    inv_std = 1.0 / np.sqrt(var + x.dtype.type(eps))
+    xhat = centered * inv_std
+    out = xhat * weight if weight is not None else xhat.copy()
+    if bias is not None:
+        out += bias
+    return out, (xhat, inv_std, weight, axes, bias is not None)
+
+
+def _normalise_backward(dxhat, xhat, inv_std, axes):
+    """dx of xhat = (x - mean) * inv_std, statistics over `axes`:
+    inv_std * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))."""
+    return inv_std * (dxhat - dxhat.mean(axis=axes, keepdims=True)
+                      - xhat * (dxhat * xhat).mean(axis=axes, keepdims=True))
+
+
+def layer_norm_backward(dout, cache, need_input_grad=True):
+    """dout like x -> (dx or None, dweight or None, dbias or None), parameters shaped
+    normalized_shape."""
+    xhat, inv_std, weight, axes, has_bias = cache
+    batch_axes = tuple(range(xhat.ndim - len(axes)))
+    dweight = (dout * xhat).sum(axis=batch_axes) if weight is not None else None
+    dbias = dout.sum(axis=batch_axes) if has_bias else None
+    if not need_input_grad:
+        return None, dweight, dbias
+    dxhat = dout * weight if weight is not None else dout
+    return _normalise_backward(dxhat, xhat, inv_std, axes), dweight, dbias
+
+
+def group_norm_forward(x, num_groups, weight=None, bias=None, eps=1e-5):
+    """Group normalisation, torch.nn.functional.group_norm semantics.
+
+    x: (N, C, *); the C channels are split into num_groups consecutive groups, each
+    normalised over its channels and all other dims (biased variance); weight, bias: (C,).
+    """
+    x = np.asarray(x)
+    if x.ndim < 2 or x.shape[1] % num_groups:
+        raise ModelError(f"group_norm: expects an input (N, C, ...) with C divisible by "
+                         f"num_groups={num_groups}; got shape {x.shape}.")
+    n, c = x.shape[:2]
+    xg = x.reshape(n, num_groups, -1)
+    mean = xg.mean(axis=2, keepdims=True)
+    centered = xg - mean
+    var = (centered * centered).mean(axis=2, keepdims=True)
+    inv_std = 1.0 / np.sqrt(var + x.dtype.type(eps))
+    xhat = (centered * inv_std).reshape(x.shape)
+    channel = (1, c) + (1,) * (x.ndim - 2)
+    out = xhat * weight.reshape(channel) if weight is not None else xhat.copy()
+    if bias is not None:
+        out += bias.reshape(channel)
+    return out, (xhat, inv_std, weight, num_groups, bias is not None)
+
+
+def group_norm_backward(dout, cache, need_input_grad=True):
+    """dout like x -> (dx or None, dweight (C,) or None, dbias (C,) or None)."""
+    xhat, inv_std, weight, groups, has_bias = cache
+    n, c = xhat.shape[:2]
+    other = (0,) + tuple(range(2, xhat.ndim))
+    dweight = (dout * xhat).sum(axis=other) if weight is not None else None
+    dbias = dout.sum(axis=other) if has_bias else None
+    if not need_input_grad:
+        return None, dweight, dbias
+    channel = (1, c) + (1,) * (xhat.ndim - 2)
+    dxhat = dout * weight.reshape(channel) if weight is not None else dout
+    dx = _normalise_backward(dxhat.reshape(n, groups, -1), xhat.reshape(n, groups, -1),
+                             inv_std, (2,))
+    return dx.reshape(xhat.shape), dweight, dbias
+
+
+# --------------------------------------------------------------------------------------------
+# padding
+
+
+_PAD_MODES = {"zeros": "constant", "constant": "constant", "reflect": "reflect",
+              "replicate": "edge", "circular": "wrap"}
+
+
+def pad2d_forward(x, pads, mode="zeros"):
+    """Pad the last two dims of x (N, C, H, W): pads = (top, bottom, left, right), mode one of
+    zeros, reflect, replicate, circular (torch.nn.functional.pad's constant/reflect/replicate/
+    circular). Torch's limits hold: reflect needs each pad < that size, circular <= it."""
+    if mode not in _PAD_MODES:
+        raise ModelError(f"pad2d: mode must be one of {sorted(_PAD_MODES)}; got {mode!r}.")
+    top, bottom, left, right = (int(p) for p in pads)
+    h, w = x.shape[-2:]
+    for before, after, size in ((top, bottom, h), (left, right, w)):
+        if (mode == "reflect" and max(before, after) >= size) or \
+                (mode == "circular" and max(before, after) > size):
+            rule = "smaller than" if mode == "reflect" else "at most"
+            raise ModelError(
+                f"pad2d: {mode} padding {pads} must be {rule} the input's spatial size "
+                f"{(h, w)} along each axis (torch's rule)."
+            )
+    widths = ((0, 0),) * (x.ndim - 2) + ((top, bottom), (left, right))
+    return np.pad(x, widths, mode=_PAD_MODES[mode]), (x.shape, (top, bottom, left, right), mode)
+
+
+def _pad_source_index(size, before, after, mode):
+    """For each padded position along one axis, the input position it copies."""
+    return np.pad(np.arange(size), (before, after), mode=_PAD_MODES[mode])
+
+
+def pad2d_backward(dout, cache):
+    """dout: the padded shape -> dx: the input shape. Zero padding crops; the other modes add
+    each padded position's gradient to the input position it copied."""
+    shape, (top, bottom, left, right), mode = cache
+    h, w = shape[-2:]
+    if _PAD_MODES[mode] == "constant":
+        return np.ascontiguousarray(dout[..., top:top + h, left:left + w])
+    rows = _pad_source_index(h, top, bottom, mode)
+    cols = _pad_source_index(w, left, right, mode)
+    dx_rows = np.zeros(dout.shape[:-2] + (h, dout.shape[-1]), dout.dtype)
+    np.add.at(dx_rows, (Ellipsis, rows, slice(None)), dout)
+    dx = np.zeros(shape, dout.dtype)
+    np.add.at(dx, (Ellipsis, cols), dx_rows)
+    return dx
+
+
+# --------------------------------------------------------------------------------------------
+# upsampling
+
+
+def _nearest_matrix(in_size, out_size, scale, exact, dtype):
+    """(out, in) 0/1 matrix of torch's nearest (or nearest-exact) source index, computed in
+    float32 as torch's CPU kernel does."""
+    if not exact and out_size == in_size:
+        src = np.arange(out_size)
+    elif not exact and out_size == 2 * in_size:
+        src = np.arange(out_size) >> 1
+    else:
+        ratio = np.float32(1.0 / scale) if scale is not None and scale > 0 else \
+            np.float32(in_size) / np.float32(out_size)
+        dst = np.arange(out_size)
+        if exact:  # (dst + 0.5) is a double times the float scale, then cast to float
+            pos = (dst + 0.5) * np.float64(ratio)
+            src = np.floor(pos.astype(np.float32)).astype(np.int64)
+        else:
+            src = np.floor(dst.astype(np.float32) * ratio).astype(np.int64)
+        src = np.minimum(src, in_size - 1)
+    matrix = np.zeros((out_size, in_size), dtype)
+    matrix[np.arange(out_size), src] = 1
+    return matrix
+
+
+def _linear_matrix(in_size, out_size, scale, align_corners, dtype):
+    """(out, in) matrix of torch's linear interpolation weights along one axis
+    (area_pixel_compute_source_index with the input dtype's arithmetic)."""
+    t = np.dtype(dtype).type
+    if align_corners:
+        ratio = t(in_size - 1) / t(out_size - 1) if out_size > 1 else t(0)
+        src = ratio * np.arange(out_size).astype(dtype)
+    else:
+        ratio = t(1.0 / scale) if scale is not None and scale > 0 else t(in_size) / t(out_size)
+        src = ratio * (np.arange(out_size).astype(dtype) + t(0.5)) - t(0.5)
+        src = np.maximum(src, t(0))
+    index0 = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
+    lam1 = np.clip(src - index0, 0, 1).astype(dtype)
+    index1 = index0 + (index0 < in_size - 1)
+    matrix = np.zeros((out_size, in_size), dtype)
+    rows = np.arange(out_size)
+    matrix[rows, index0] += 1 - lam1
+    matrix[rows, index1] += lam1
+    return matrix
+
+
+def upsample_output_size(in_hw, size=None, scale_factor=None):
+    """Output (H, W) of torch.nn.functional.interpolate: `size`, else floor(in * scale)."""
+    if size is not None:
+        return tuple(int(s) for s in size)
+    return tuple(int(math.floor(float(i) * float(s))) for i, s in zip(in_hw, scale_factor))
+
+
+def upsample2d_forward(x, out_hw, mode="nearest", align_corners=None, scales=(None, None)):
+    """Resample x (N, C, H, W) to (N, C, *out_hw), torch.nn.functional.interpolate semantics
+    for mode 'nearest', 'nearest-exact' and 'bilinear' (align_corners True/False).
+
+    scales: the user's scale factors per axis, or None (then in/out); torch uses them, not
+    the rounded size ratio, to place source positions. Each axis is one (out, in)
+    interpolation matrix, so out = A_h @ x @ A_w^T and the backward is its transpose.
+    """
+    h, w = x.shape[2:]
+    ho, wo = out_hw
+    if ho < 1 or wo < 1:
+        raise ModelError(f"upsample: output size {out_hw} for input {x.shape} is empty.")
+    if mode in ("nearest", "nearest-exact"):
+        a_h = _nearest_matrix(h, ho, scales[0], mode == "nearest-exact", x.dtype)
+        a_w = _nearest_matrix(w, wo, scales[1], mode == "nearest-exact", x.dtype)
+    elif mode == "bilinear":
+        a_h = _linear_matrix(h, ho, scales[0], bool(align_corners), x.dtype)
+        a_w = _linear_matrix(w, wo, scales[1], bool(align_corners), x.dtype)
+    else:
+        raise ModelError(f"upsample: mode {mode!r} is not supported; use 'nearest', "
+                         "'nearest-exact' or 'bilinear'.")
+    return a_h @ x @ a_w.T, (a_h, a_w)
+
+
+def upsample2d_backward(dout, cache):
+    """dout: (N, C, Ho, Wo) -> dx: (N, C, H, W) = A_h^T @ dout @ A_w."""
+    a_h, a_w = cache
+    return a_h.T @ dout @ a_w

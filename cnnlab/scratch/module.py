@@ -98,8 +98,8 @@ class Module:
     def backward(self, grad_out):
         raise NotImplementedError
 
-    def __call__(self, *inputs):
-        out = self.forward(*inputs)
+    def __call__(self, *inputs, **kwargs):
+        out = self.forward(*inputs, **kwargs)  # keywords as torch: ConvTranspose2d's output_size
         for hook in list(self._forward_hooks.values()):
             result = hook(self, inputs, out)
             if result is not None:

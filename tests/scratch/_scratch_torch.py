@@ -21,7 +21,8 @@ def rel_err(ours, theirs) -> float:
 
 
 def tensor(array, requires_grad=True) -> torch.Tensor:
-    return torch.tensor(np.ascontiguousarray(array), requires_grad=requires_grad)
+    # np.array, not np.ascontiguousarray: the latter turns a 0-d array into a 1-d one
+    return torch.tensor(np.array(array, order="C"), requires_grad=requires_grad)
 
 
 def compare_module(ours, theirs, x, dtype, rng, extra_inputs=()):

@@ -153,8 +153,8 @@ def test_shape_errors_name_the_layer_and_both_shapes():
         scratch.BatchNorm2d(3)(np.zeros((2, 3)))
     with pytest.raises(ModelError, match="too small"):
         scratch.MaxPool2d(4)(np.zeros((1, 1, 3, 3)))
-    with pytest.raises(ModelError, match="ceil_mode=True is not supported"):
-        scratch.AvgPool2d(2, ceil_mode=True)
+    with pytest.raises(ModelError, match="divisor_override must not be zero"):
+        scratch.AvgPool2d(2, divisor_override=0)
     with pytest.raises(ModelError, match="kernel_size must be an int or a pair"):
         scratch.Conv2d(1, 1, kernel_size=(1, 2, 3))
 

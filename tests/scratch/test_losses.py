@@ -117,8 +117,10 @@ def test_backward_before_forward_is_a_clear_error(loss_fn):
     [
         (np.zeros((3, 4)), np.array([0, 1, 4]), r"class\(es\) \[4\] outside \[0, 4\)"),
         (np.zeros((3, 4)), np.array([0, 1]), r"targets of shape \(2,\)"),
-        (np.zeros((3, 4)), np.array([0.0, 1.0, 2.0]), r"dtype float64; targets must be 3 int"),
-        (np.zeros((3, 4, 2)), np.array([0, 1, 2]), r"shape \(N, K\).*\(3, 4, 2\)"),
+        (np.zeros((3, 4)), np.array([0.0, 1.0, 2.0]), r"dtype float64; targets must be class indices of shape \(3,\) "
+         r"\(integers\)"),
+        (np.zeros((3, 4, 2)), np.array([0, 1, 2]), r"class indices of shape \(3, 2\)"),
+        (np.zeros(()), np.array(0), r"shape \(N, C, ...\) or \(C,\); got shape \(\)"),
         (np.zeros((3, 4)), np.zeros((3, 5)), r"probabilities of the logits' shape"),
     ],
 )
