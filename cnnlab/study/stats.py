@@ -373,36 +373,48 @@ def _noncentrality_and_df(effect: float, n: int, design: str, n_other: int | Non
     return effect * math.sqrt(n * m / (n + m)), n + m - 2.0
 
 
-def power(effect: float, n: int, design: str = PAIRED, n_other: int | None = None, alpha: float = ALPHA) -> float:
-    """Probability that a two-sided t-test at `alpha` rejects when the true standardized effect
-    is `effect` (difference / std): noncentral t with df = n - 1 and noncentrality d sqrt(n) for
-    a paired test (n pairs), df = n + m - 2 and d sqrt(nm / (n + m)) for two independent samples
-    (equal variances assumed, which is what a power calculation can use from the observed spread).
-    """
+def power_at(noncentrality: float, df: float, alpha: float = ALPHA) -> float:
+    """Probability that a two-sided t-test at `alpha` with `df` degrees of freedom rejects when its
+    statistic follows the noncentral t with this noncentrality (true difference / its standard error)."""
     from scipy import stats as scipy_stats
 
-    ncp, df = _noncentrality_and_df(effect, n, design, n_other)
-    if df < 1:
+    if not df >= 1:
         return math.nan
     crit = scipy_stats.t.ppf(1.0 - alpha / 2.0, df)
-    ncp = abs(ncp)  # power is symmetric in the sign of the effect
+    ncp = abs(noncentrality)  # power is symmetric in the sign of the effect
     # the far tail (rejecting in the wrong direction) is tiny; scipy's nct.cdf returns NaN for it
     # at large noncentrality and few df, where it is below 1e-10, so it counts as 0 there
     wrong_way = float(scipy_stats.nct.cdf(-crit, df, ncp))
     return float(scipy_stats.nct.sf(crit, df, ncp)) + (0.0 if math.isnan(wrong_way) else wrong_way)
 
 
+def power(effect: float, n: int, design: str = PAIRED, n_other: int | None = None, alpha: float = ALPHA) -> float:
+    """Probability that a two-sided t-test at `alpha` rejects when the true standardized effect
+    is `effect` (difference / std): noncentral t with df = n - 1 and noncentrality d sqrt(n) for
+    a paired test (n pairs), df = n + m - 2 and d sqrt(nm / (n + m)) for two independent samples
+    (equal variances assumed, which is what a power calculation can use from the observed spread).
+    """
+    ncp, df = _noncentrality_and_df(effect, n, design, n_other)
+    return power_at(ncp, df, alpha)
+
+
+def detectable_noncentrality(df: float, alpha: float = ALPHA, target: float = POWER) -> float:
+    """The noncentrality at which a two-sided t-test on `df` degrees of freedom has power `target`."""
+    from scipy.optimize import brentq
+
+    if not df >= 1:
+        return math.nan
+    hi = 1.0
+    while power_at(hi, df, alpha) < target:
+        hi *= 2.0
+    return float(brentq(lambda ncp: power_at(ncp, df, alpha) - target, 0.0, hi, xtol=1e-10))
+
+
 def detectable_effect(n: int, design: str = PAIRED, n_other: int | None = None, alpha: float = ALPHA,
                       target: float = POWER) -> float:
     """The smallest standardized effect (difference / std) detected with probability `target`."""
-    from scipy.optimize import brentq
-
-    if _noncentrality_and_df(1.0, n, design, n_other)[1] < 1:
-        return math.nan
-    hi = 1.0
-    while power(hi, n, design, n_other, alpha) < target:
-        hi *= 2.0
-    return float(brentq(lambda d: power(d, n, design, n_other, alpha) - target, 0.0, hi, xtol=1e-10))
+    per_unit, df = _noncentrality_and_df(1.0, n, design, n_other)
+    return detectable_noncentrality(df, alpha, target) / per_unit
 
 
 def detectable_difference(spread: float, n: int, design: str = PAIRED, n_other: int | None = None,
