@@ -359,7 +359,7 @@ def analyse(
 # --- plain-language readings ---------------------------------------------------------------------
 
 
-def _where(cell: Mapping[str, Any]) -> str:
+def where_text(cell: Mapping[str, Any]) -> str:
     return ", ".join(format_setting(k, v) for k, v in cell.items()) or "every other setting equal"
 
 
@@ -389,7 +389,7 @@ def describe_interaction(x: Interaction, scale: float = 100.0) -> str:
     else:
         head = f"{change}: {effect_phrase(a, scale)} at {at_ref}, {effect_phrase(b, scale)} at {at_level}"
     if x.stratum:
-        head += f" (with {_where(x.stratum)})"
+        head += f" (with {where_text(x.stratum)})"
     test = stats.TEST_NAMES[i.test] if i.test != stats.PAIRED else "paired over seeds"
     if not i.testable:
         tail = "the interaction cannot be tested (too few runs)"
