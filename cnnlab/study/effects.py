@@ -363,15 +363,19 @@ def where_text(cell: Mapping[str, Any]) -> str:
     return ", ".join(format_setting(k, v) for k, v in cell.items()) or "every other setting equal"
 
 
+def _note(c: stats.Comparison) -> str:
+    """'significant, Holm p=0.01' / 'not significant, Holm p=0.9' / 'n=2: too few runs to tell, ...'."""
+    which = "Holm p" if c.adjusted else "p"
+    if not c.testable:
+        return f"untestable at n={c.n_min}"
+    if stats.too_few_runs(c):
+        return f"n={c.n_min}: too few runs to tell, {which}={c.decision_p:.2g}"
+    return f"{'significant' if c.significant else 'not significant'}, {which}={c.decision_p:.2g}"
+
+
 def effect_phrase(c: stats.Comparison, scale: float = 100.0) -> str:
     """'+1.20 points (significant, Holm p=0.01)' / '+0.10 points (not significant, Holm p=0.9)'."""
-    if not c.testable:
-        return f"{c.difference * scale:+.2f} points (untestable, n={c.n_min})"
-    which = "Holm p" if c.adjusted else "p"
-    if stats.too_few_runs(c):
-        return f"{c.difference * scale:+.2f} points (n={c.n_min}: too few runs to tell, {which}={c.decision_p:.2g})"
-    verdict = "significant" if c.significant else "not significant"
-    return f"{c.difference * scale:+.2f} points ({verdict}, {which}={c.decision_p:.2g})"
+    return f"{c.difference * scale:+.2f} points ({_note(c)})"
 
 
 def describe_interaction(x: Interaction, scale: float = 100.0) -> str:
@@ -383,9 +387,11 @@ def describe_interaction(x: Interaction, scale: float = 100.0) -> str:
     a, b, i = x.at_reference, x.at_level, x.interaction
     sig_a, sig_b = a.significant, b.significant
     if sig_a and not sig_b:
-        head = f"{change} changes accuracy by {effect_phrase(a, scale)} at {at_ref} but not at {at_level} ({effect_phrase(b, scale)})"
+        head = (f"{change} changes accuracy by {effect_phrase(a, scale)} at {at_ref} but not at {at_level} "
+                f"({b.difference * scale:+.2f} points, {_note(b)})")
     elif sig_b and not sig_a:
-        head = f"{change} changes accuracy by {effect_phrase(b, scale)} at {at_level} but not at {at_ref} ({effect_phrase(a, scale)})"
+        head = (f"{change} changes accuracy by {effect_phrase(b, scale)} at {at_level} but not at {at_ref} "
+                f"({a.difference * scale:+.2f} points, {_note(a)})")
     else:
         head = f"{change}: {effect_phrase(a, scale)} at {at_ref}, {effect_phrase(b, scale)} at {at_level}"
     if x.stratum:

@@ -80,7 +80,7 @@ def _macs(value) -> str:
 def _changes(changes: dict) -> str:
     if not changes:
         return "(base config)"
-    return ", ".join(f"{k}={_short(v)}" for k, v in changes.items())
+    return ", ".join(_short(format_setting(k, v)) for k, v in changes.items())
 
 
 def _short(value, limit: int = 60) -> str:
