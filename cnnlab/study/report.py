@@ -191,7 +191,11 @@ def power_text(power: effects.Power, paired: bool) -> str:
     """'n=3 can only detect differences ≥ 1.80 points here; detecting 0.50 points needs n=14'."""
     if not math.isfinite(power.detectable):
         return "power unknown (no spread to estimate it from)"
-    text = f"n={power.n} can only detect differences ≥ {power.detectable * 100:.2f} points here"
+    if power.detectable > 1.0:  # beyond the whole accuracy scale: say so rather than print '≥ 118 points'
+        text = (f"n={power.n} cannot reliably detect any difference here (80% power would need "
+                f"≥ {power.detectable * 100:.0f} points, more than the accuracy scale)")
+    else:
+        text = f"n={power.n} can only detect differences ≥ {power.detectable * 100:.2f} points here"
     if power.min_effect is not None:
         unit = "seeds (paired)" if paired else "runs per variant"
         text += (f"; detecting {power.min_effect * 100:.2f} points needs n={power.n_needed} {unit}"
@@ -266,7 +270,7 @@ def _factor_effects(result: effects.Analysis) -> list:
         for e in mine:
             change = f"{format_setting(e.factor, e.level)} vs {format_setting(e.factor, e.reference_level)}"
             for cell in e.cells:
-                rows.append((change, "at " + effects.where_text(cell.cell), _pct(cell.comparison.difference),
+                rows.append((change, ("at " + effects.where_text(cell.cell)) if cell.cell else "(no other factor varies)", _pct(cell.comparison.difference),
                              _ci(cell.comparison), _test(cell.comparison), _effect_size(cell.comparison),
                              _p(cell.comparison.p), _p(cell.comparison.p_adjusted), effects.effect_phrase(cell.comparison)))
             if len(e.cells) > 1:

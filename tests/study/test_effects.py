@@ -164,3 +164,12 @@ def test_n_of_two_warns_instead_of_a_ci_and_quick_profile_says_so():
     # the base config shows what the runs used: the profile's epochs, not the study's
     base_block = md.split("Base config, as the runs used it")[1].split("```")[1]
     assert "epochs: 1" in base_block and "train_limit: 600" in base_block and "epochs: 2" not in base_block
+
+
+def test_power_text_beyond_the_accuracy_scale_says_so():
+    from cnnlab.study.report import power_text
+
+    assert power_text(effects.Power(0.018, 3), paired=True) == "n=3 can only detect differences ≥ 1.80 points here"
+    assert power_text(effects.Power(1.18, 2, 0.005, 3280), paired=True) == (
+        "n=2 cannot reliably detect any difference here (80% power would need ≥ 118 points, more than the "
+        "accuracy scale); detecting 0.50 points needs n=3280 seeds (paired)")
