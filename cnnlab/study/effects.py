@@ -83,7 +83,8 @@ class FactorEffect:
 class Interaction:
     """Does the effect of `factor` (level vs reference) depend on `by` (by_level vs by_reference)?
     `interaction` tests the difference of the two simple effects, within one stratum of the
-    remaining settings."""
+    remaining settings: the reference's values where that square was run, else the first complete
+    one (one check per pair of levels)."""
 
     group: str
     factor: str
@@ -303,10 +304,11 @@ def analyse(
                     main_key = combo(("main", g.label, factor, level), terms)
                 planned_effects.append((g, factor, level, ref_level, cells, cell_keys, main_key))
 
+        reference_cond = next(c for c, vs in conditions.items() if g.reference in vs)
         for factor, by in itertools.combinations(g.factors, 2):
             fi, bi = index[factor], index[by]
-            f_ref = _key(settings[g.reference].get(factor))
-            b_ref = _key(settings[g.reference].get(by))
+            f_ref, b_ref = reference_cond[fi], reference_cond[bi]
+            squares: dict[tuple, list[tuple]] = {}  # (level, by_level) -> complete 2x2 squares
             for cond in conditions:  # cond: the (reference, reference) corner of a 2x2 square
                 if cond[fi] != f_ref or cond[bi] != b_ref:
                     continue
@@ -321,15 +323,19 @@ def analyse(
                         c11 = tuple(corner)
                         corner[fi] = f_ref
                         c01 = tuple(corner)
-                        if not all(c in conditions for c in (c10, c11, c01)):
-                            continue
-                        at_ref = pair(conditions[c10], conditions[cond])
-                        at_level = pair(conditions[c11], conditions[c01])
-                        inter = combo(("interaction", g.label, factor, f_level, by, b_level, cond), [
-                            (1.0, conditions[c11]), (-1.0, conditions[c01]), (-1.0, conditions[c10]), (1.0, conditions[cond])])
-                        stratum = {f: value_of(cond, f) for f in g.factors if f not in (factor, by)}
-                        planned_interactions.append((g, factor, f_level, f_ref, by, b_level, b_ref, stratum,
-                                                     at_ref, at_level, inter))
+                        if all(c in conditions for c in (c10, c11, c01)):
+                            squares.setdefault((f_level, b_level), []).append((cond, c10, c01, c11))
+            for (f_level, b_level), found in squares.items():
+                # one check per pair of levels, so a large grid does not print hundreds: in the
+                # square where the remaining settings are the reference's, else the first one
+                cond, c10, c01, c11 = next((sq for sq in found if sq[0] == reference_cond), found[0])
+                at_ref = pair(conditions[c10], conditions[cond])
+                at_level = pair(conditions[c11], conditions[c01])
+                inter = combo(("interaction", g.label, factor, f_level, by, b_level, cond), [
+                    (1.0, conditions[c11]), (-1.0, conditions[c01]), (-1.0, conditions[c10]), (1.0, conditions[cond])])
+                stratum = {f: value_of(cond, f) for f in g.factors if f not in (factor, by)}
+                planned_interactions.append((g, factor, f_level, f_ref, by, b_level, b_ref, stratum,
+                                             at_ref, at_level, inter))
 
     adjusted = dict(zip(family, stats.holm_adjust(list(family.values()))))
     family_size = sum(c.testable for c in family.values())

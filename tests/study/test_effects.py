@@ -173,3 +173,39 @@ def test_power_text_beyond_the_accuracy_scale_says_so():
     assert power_text(effects.Power(1.18, 2, 0.005, 3280), paired=True) == (
         "n=2 cannot reliably detect any difference here (80% power would need ≥ 118 points, more than the "
         "accuracy scale); detecting 0.50 points needs n=3280 seeds (paired)")
+
+
+def test_bn_and_depth_example_compares_within_datasets_and_crosses_only_what_was_run():
+    from pathlib import Path
+
+    from cnnlab.study import load_study
+    from cnnlab.study.results import variant_settings
+
+    study = load_study(Path(__file__).resolve().parents[2] / "examples" / "bn_and_depth.yaml")
+    data = StudyData(name=study.name, description="", base=study.base, baseline=study.baseline, seeds=list(study.seeds),
+                     groups=study.groups, min_effect=study.min_effect,
+                     variants=[{"name": v.name, "slug": v.slug, "changes": v.changes} for v in study.variants])
+    settings = variant_settings(data)
+    rng = random.Random(1)
+    for v in study.variants:  # BN helps by 2 points only at 3 conv blocks
+        s = settings[v.name]
+        true = 0.97 + (0.02 if s["model.bn"] and s["model.conv_blocks"] == 3 else 0.0)
+        data.runs += [RunEntry(v.name, seed, "completed", RunRecord(None, {}, [], {"test_acc": true + rng.gauss(0, NOISE)}))
+                      for seed in study.seeds]
+    result = analysis(data)
+    assert study.min_effect == 0.5 and result.min_effect == pytest.approx(0.005)
+    mnist, fashion = result.groups
+    assert mnist.reference == "3 conv + 3 FC / model.bn=true"
+    assert fashion.reference == "3 conv + 3 FC Fashion / model.bn=true" and fashion.factors == ("model.bn",)
+    assert {c.variant: c.reference for c in result.comparisons}["3 conv + 3 FC Fashion / model.bn=false"] == fashion.reference
+    assert set(mnist.factors) == {"model.bn", "model.conv_blocks", "model.fc_layers"}
+    [bn] = [e for e in result.effects if e.group == mnist.label and e.factor == "model.bn"]
+    assert len(bn.cells) == 3  # one per depth that ran with and without BN
+    checks = {(x.factor, x.by): x for x in result.interactions if x.group == mnist.label}
+    # BN x conv blocks was crossed (at 3 FC layers); BN x FC layers too (at 2 conv blocks);
+    # conv blocks x FC layers was not (no 3 conv + 2 FC variant), so it is not checked
+    assert set(checks) == {("model.bn", "model.conv_blocks"), ("model.bn", "model.fc_layers")}
+    by_depth = checks[("model.bn", "model.conv_blocks")]
+    assert by_depth.stratum == {"model.fc_layers": 3} and by_depth.interaction.significant
+    assert "but not at model.conv_blocks=2" in effects.describe_interaction(by_depth)
+    assert not checks[("model.bn", "model.fc_layers")].interaction.significant
