@@ -9,6 +9,7 @@ form; it comes from scipy, a runtime dependency (see pyproject.toml for why).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass, replace
 from typing import Sequence
@@ -398,6 +399,7 @@ def power(effect: float, n: int, design: str = PAIRED, n_other: int | None = Non
     return power_at(ncp, df, alpha)
 
 
+@functools.lru_cache(maxsize=256)  # a report asks for the same few df many times; each is a root search
 def detectable_noncentrality(df: float, alpha: float = ALPHA, target: float = POWER) -> float:
     """The noncentrality at which a two-sided t-test on `df` degrees of freedom has power `target`."""
     from scipy.optimize import brentq
