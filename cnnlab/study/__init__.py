@@ -4,17 +4,19 @@
     >>> outcome = run_study("examples/bn_and_depth.yaml", profile="quick", jobs=2)
     >>> report(outcome.study_dir)        # studies/bn_and_depth-quick/report.html (+ report.md)
 
-`stats` (Welch's t-test, CIs) and `diagnostics` (overfitting, oscillation, plateau, underfitting,
+`factor_effects(study_dir)` gives each grid factor's effect within matched cells and averaged
+over them; `interactions(study_dir)` the two-factor checks (`effects` holds the pure analysis).
+`stats` (Welch's and paired t-tests, CIs, Holm, power) and `diagnostics` (overfitting, oscillation, plateau, underfitting,
 divergence) are plain functions usable on their own.
 """
 
-from cnnlab.study import diagnostics, stats
+from cnnlab.study import diagnostics, effects, stats
 from cnnlab.study.report import compare, report
-from cnnlab.study.results import aggregate
+from cnnlab.study.results import aggregate, factor_effects, interactions
 from cnnlab.study.runner import StudyOutcome, run_study
 from cnnlab.study.spec import RunSpec, Study, expand, load_study, parse_study
 
 __all__ = [
-    "RunSpec", "Study", "StudyOutcome", "aggregate", "compare", "diagnostics", "expand", "load_study",
-    "parse_study", "report", "run_study", "stats",
+    "RunSpec", "Study", "StudyOutcome", "aggregate", "compare", "diagnostics", "effects", "expand",
+    "factor_effects", "interactions", "load_study", "parse_study", "report", "run_study", "stats",
 ]

@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Sequence
 
 from cnnlab.errors import CnnlabError
-from cnnlab.study import figures, stats
-from cnnlab.study.results import StudyData, aggregate_rows, from_run_dirs, from_study_dir, variant_findings
+from cnnlab.study import effects, figures, stats
+from cnnlab.study.results import (StudyData, aggregate_rows, analysis, from_run_dirs, from_study_dir,
+                                  variant_findings)
+from cnnlab.study.spec import format_setting
 from cnnlab.utils import atomic_write_bytes, atomic_write_text
 
 # --- a tiny document model -------------------------------------------------------------------------
@@ -78,7 +80,7 @@ def _macs(value) -> str:
 def _changes(changes: dict) -> str:
     if not changes:
         return "(base config)"
-    return ", ".join(f"{k}={_short(v)}" for k, v in changes.items())
+    return ", ".join(_short(format_setting(k, v)) for k, v in changes.items())
 
 
 def _short(value, limit: int = 60) -> str:
@@ -95,6 +97,33 @@ def _yaml(config: dict) -> str:
 # --- sections ----------------------------------------------------------------------------------------
 
 
+def config_as_run(base: dict, dotted: dict) -> dict:
+    """`base` with dotted overrides applied ({'train.epochs': 2} sets base['train']['epochs'])."""
+    import copy
+
+    out = copy.deepcopy(base)
+    for key, value in dotted.items():
+        node = out
+        *path, last = key.split(".")
+        for part in path:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[last] = value
+    return out
+
+
+def _quick_warning(data: StudyData) -> list:
+    """A quick profile cuts runs down to check that the study runs end to end; say so first."""
+    if data.profile != "quick":
+        return []
+    seeds = f"{len(data.seeds)} seed(s)" if data.seeds else "few seeds"
+    cut = f" ({_changes(data.profile_set)}, {seeds})" if data.profile_set else f" ({seeds})"
+    return [Para(f"**Quick profile: this report checks the pipeline, not the question.** Its runs are cut "
+                 f"down{cut}, so the differences below say nothing about which variant is better; run the "
+                 f"study without --profile for that.")]
+
+
 def _setup(data: StudyData) -> list:
     facts = [f"baseline: **{data.baseline}**", f"variants: {len(data.variants)}",
              f"runs: {len(data.runs)} ({sum(r.status == 'completed' for r in data.runs)} completed)"]
@@ -108,7 +137,9 @@ def _setup(data: StudyData) -> list:
     if data.source:
         facts.append(f"study file: {data.source}")
     return [
-        Heading("Setup"), Bullets(tuple(facts)), Para("Base config:"), Pre(_yaml(data.base)),
+        Heading("Setup"), Bullets(tuple(facts)),
+        Para("Base config, as the runs used it (the profile's settings applied):" if data.profile_set else "Base config:"),
+        Pre(_yaml(config_as_run(data.base, data.profile_set))),
         Para("What each variant changes:"),
         Table(("variant", "changes"), tuple((v["name"], _changes(v["changes"])) for v in data.variants)),
     ]
@@ -128,24 +159,136 @@ def _results(rows: list[dict]) -> list:
     return [Heading("Results"), Para("Test accuracy is mean ± sample std over the completed seeds."), table]
 
 
-def _comparisons(rows: list[dict], baseline: str) -> list:
-    others = [r for r in rows if not r["baseline"]]
-    if not others:
-        return []
-    lines = []
-    for r in others:
-        c = r["vs_baseline"]
-        lines.append((
-            r["variant"], _num(c["difference"] * 100, "{:+.2f}"),
-            "—" if math.isnan(c["ci_low"]) else f"{c['ci_low'] * 100:+.2f} to {c['ci_high'] * 100:+.2f}",
-            _num(c["p"], "{:.3g}"), _num(c["df"], "{:.1f}"), r["verdict"],
-        ))
-    return [
-        Heading(f"Against the baseline ({baseline})"),
-        Para("Difference of mean test accuracy in percentage points (variant minus baseline), its 95% "
-             "confidence interval and Welch's t-test p-value (two-sided, Welch–Satterthwaite df)."),
-        Table(("variant", "difference", "95% CI", "p", "df", "reading"), tuple(lines)),
-    ]
+def _pct(value: float, fmt: str = "{:+.2f}") -> str:
+    return _num(value * 100 if isinstance(value, float) and math.isfinite(value) else value, fmt)
+
+
+def _ci(c: stats.Comparison) -> str:
+    if not c.testable:
+        return "—"
+    if stats.too_few_runs(c):
+        return f"— (n={c.n_min}: too few runs for a CI)"
+    return f"{c.ci_low * 100:+.2f} to {c.ci_high * 100:+.2f}"
+
+
+def _test(c: stats.Comparison) -> str:
+    if c.test == stats.PAIRED:
+        return f"paired, {c.n_candidate} seeds"
+    if c.test == stats.WELCH:
+        return f"Welch, n={c.n_candidate} vs {c.n_baseline}"
+    return "Welch–Satterthwaite contrast"
+
+
+def _effect_size(c: stats.Comparison) -> str:
+    return "—" if not math.isfinite(c.effect_size) else f"{c.effect_size_kind}={c.effect_size:+.2f}"
+
+
+def _p(value: float) -> str:
+    return "—" if math.isnan(value) else ("<0.001" if value < 0.001 else f"{value:.3g}")
+
+
+def power_text(power: effects.Power, paired: bool) -> str:
+    """'n=3 can only detect differences ≥ 1.80 points here; detecting 0.50 points needs n=14'."""
+    if not math.isfinite(power.detectable):
+        return "power unknown (no spread to estimate it from)"
+    if power.detectable > 1.0:  # beyond the whole accuracy scale: say so rather than print '≥ 118 points'
+        text = (f"n={power.n} cannot reliably detect any difference here (80% power would need "
+                f"≥ {power.detectable * 100:.0f} points, more than the accuracy scale)")
+    else:
+        text = f"n={power.n} can only detect differences ≥ {power.detectable * 100:.2f} points here"
+    if power.min_effect is not None:
+        unit = "seeds (paired)" if paired else "runs per variant"
+        text += (f"; detecting {power.min_effect * 100:.2f} points needs n={power.n_needed} {unit}"
+                 if power.n_needed is not None else f"; the n for {power.min_effect * 100:.2f} points is not known")
+    return text
+
+
+def _comparison_row(label: str, c: stats.Comparison, differs: str, power: effects.Power, reading: str) -> tuple:
+    return (label, differs, _pct(c.difference), _ci(c), _test(c), _effect_size(c), _p(c.p), _p(c.p_adjusted),
+            power_text(power, c.test == stats.PAIRED), reading)
+
+
+COMPARISON_HEADERS = ("variant", "differs in", "difference", "95% CI", "test", "effect size", "p", "Holm p",
+                      "power (80%, α=0.05)", "reading")
+
+
+def _legend(result: effects.Analysis) -> Para:
+    return Para(
+        "Differences are in percentage points of test accuracy (variant minus reference) with their 95% "
+        "confidence interval. Where both ran the same seeds the test is a paired t-test on the per-seed "
+        "differences (effect size d_z: mean over std of the differences); otherwise Welch's t-test (effect "
+        "size Cohen's d with the pooled std). p is the raw two-sided p-value; Holm p is adjusted by the "
+        f"Holm–Bonferroni method over all {result.family_size} tests in this report, and the reading uses it. "
+        "At n ≤ 2 on a side no CI is shown: it would span tens of points. The power column gives the smallest "
+        "difference the comparison would detect 4 times in 5, from its observed spread and n."
+    )
+
+
+def _comparisons(rows: list[dict], baseline: str, result: effects.Analysis) -> list:
+    readings = {r["variant"]: r.get("verdict", "") for r in rows}
+    out: list = []
+    for group in result.groups:
+        items = [c for c in result.comparisons if c.group == group.label]
+        if not items:
+            continue
+        if group.reference == baseline:
+            title = f"Against the baseline ({baseline})"
+        else:
+            title = f"Against {group.reference} ({group.label}: its own reference, not the baseline)"
+        out.append(Heading(title))
+        if len(result.groups) > 1:
+            out.append(Para(f"Only variants with {group.label} are compared here; variants in other groups "
+                            f"({', '.join(g.label for g in result.groups if g is not group)}) have their own reference."))
+        out.append(Table(COMPARISON_HEADERS, tuple(
+            _comparison_row(c.variant, c.comparison, _differs(c.differs_in), c.power, readings.get(c.variant, ""))
+            for c in items)))
+    if out:
+        out.append(_legend(result))
+    return out
+
+
+def _differs(differs: dict) -> str:
+    return ", ".join(format_setting(k, new) for k, (_, new) in differs.items()) or "nothing declared"
+
+
+def _factor_effects(result: effects.Analysis) -> list:
+    out: list = [Heading("Factor effects")]
+    if not result.effects:
+        out.append(Para("No factor to analyse: no two variants of a group differ in exactly one setting."))
+        return out
+    out.append(Para(
+        "For each factor (a setting that differs between variants of a group), the effect of each level against "
+        "the reference level (the baseline's), within each matched cell (variants equal in every other setting) "
+        "and averaged over the cells (the main effect). Same tests, effect sizes and Holm adjustment as above."))
+    for group in result.groups:
+        mine = [e for e in result.effects if e.group == group.label]
+        if not mine:
+            continue
+        if len(result.groups) > 1:
+            out.append(Heading(group.label, 3))
+        rows = []
+        for e in mine:
+            change = f"{format_setting(e.factor, e.level)} vs {format_setting(e.factor, e.reference_level)}"
+            for cell in e.cells:
+                rows.append((change, ("at " + effects.where_text(cell.cell)) if cell.cell else "(no other factor varies)", _pct(cell.comparison.difference),
+                             _ci(cell.comparison), _test(cell.comparison), _effect_size(cell.comparison),
+                             _p(cell.comparison.p), _p(cell.comparison.p_adjusted), effects.effect_phrase(cell.comparison)))
+            if len(e.cells) > 1:
+                rows.append((change, f"**main effect** (mean over {len(e.cells)} cells)", _pct(e.main.difference),
+                             _ci(e.main), _test(e.main), _effect_size(e.main), _p(e.main.p), _p(e.main.p_adjusted),
+                             effects.effect_phrase(e.main)))
+        out.append(Table(("factor", "where", "difference", "95% CI", "test", "effect size", "p", "Holm p", "reading"),
+                         tuple(rows)))
+        out.append(Bullets(tuple(
+            f"{format_setting(e.factor, e.level)} vs {format_setting(e.factor, e.reference_level)}: "
+            f"{power_text(e.power, e.main.test == stats.PAIRED)}" for e in mine)))
+        checks = [x for x in result.interactions if x.group == group.label]
+        out.append(Heading("Interactions" + (f" ({group.label})" if len(result.groups) > 1 else ""), 3))
+        if checks:
+            out.append(Bullets(tuple(effects.describe_interaction(x) for x in checks)))
+        else:
+            out.append(Para("No interaction to check: it needs two factors crossed (all four combinations run)."))
+    return out
 
 
 def _diagnostics(data: StudyData) -> list:
@@ -219,12 +362,13 @@ def _failures(data: StudyData) -> list:
 
 
 def build_document(data: StudyData, image_prefix: str) -> list:
-    rows = aggregate_rows(data)
+    result = analysis(data)
+    rows = aggregate_rows(data, result)
     title = f"Study report: {data.name}" + (f" (profile {data.profile})" if data.profile else "")
-    doc: list = [Heading(title, 1)]
+    doc: list = [Heading(title, 1)] + _quick_warning(data)
     if data.description:
         doc.append(Para(data.description))
-    doc += _setup(data) + _results(rows) + _comparisons(rows, data.baseline)
+    doc += _setup(data) + _results(rows) + _comparisons(rows, data.baseline, result) + _factor_effects(result)
     doc += [
         Heading("Learning curves"),
         Image(f"{image_prefix}_curves.png", "learning curves", figures.png_bytes(figures.curves_figure(data))),

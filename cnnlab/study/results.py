@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Sequence
 
 from cnnlab.errors import CnnlabError
-from cnnlab.study import diagnostics, stats
-from cnnlab.study.spec import slugify
 from cnnlab.runs import RunRecord, find_run_dir, read_run
+from cnnlab.study import diagnostics, effects, stats
+from cnnlab.study.spec import DEFAULT_GROUPS, slugify
 from cnnlab.study.store import read_state
 
 CURVE_KEYS = ("train_loss", "val_loss", "train_acc", "val_acc")
@@ -49,6 +49,8 @@ class StudyData:
     seeds: list = field(default_factory=list)
     match_params: str | None = None
     source: str = ""
+    groups: tuple[str, ...] = DEFAULT_GROUPS  # variants compare only within equal values of these
+    min_effect: float | None = None  # accuracy points worth detecting (the study's report.min_effect)
 
     def runs_of(self, variant: str) -> list[RunEntry]:
         return [r for r in self.runs if r.variant == variant]
@@ -75,12 +77,32 @@ def from_study_dir(study_dir: str | Path) -> StudyData:
             status, entry = "failed", {**entry, "error": "marked completed, but its result.json is missing"}
         runs.append(RunEntry(entry["variant"], entry["seed"], status, record, entry.get("error"),
                              entry.get("log"), entry.get("wall_s")))
+    groups, min_effect = report_options(state.get("source", ""), state.get("profile"))
     return StudyData(
         name=state["name"], description=state.get("description", ""), base=state["base"],
         variants=state["variants"], baseline=state["baseline"], runs=runs, profile=state.get("profile"),
         profile_description=state.get("profile_description", ""), profile_set=state.get("profile_set", {}),
         seeds=state.get("seeds", []), match_params=state.get("match_params"), source=state.get("source", ""),
+        groups=tuple(state.get("groups", groups)), min_effect=state.get("min_effect", min_effect),
     )
+
+
+def report_options(source: str, profile: str | None) -> tuple[tuple[str, ...], float | None]:
+    """`groups` and `report.min_effect` from the study file, read when the report is written.
+
+    They shape how results are compared, not what ran, so they come from the study file as it is
+    now (change min_effect and re-write the report without re-running); without a readable file,
+    the defaults.
+    """
+    from cnnlab.study.spec import load_study
+
+    if not source or not Path(source).is_file():
+        return DEFAULT_GROUPS, None
+    try:
+        study = load_study(source, profile=profile)
+    except CnnlabError:
+        return DEFAULT_GROUPS, None
+    return study.groups, study.min_effect
 
 
 def flatten(config: dict, prefix: str = "") -> dict:
@@ -150,9 +172,48 @@ def _common(records: Sequence[RunRecord], key: str):
     return values[0] if len(values) == 1 else "/".join(map(str, values)) if values else None
 
 
-def aggregate_rows(data: StudyData) -> list[dict]:
-    """One dict per variant: accuracy mean/std over seeds, costs, and the test against the baseline."""
-    baseline_accs = _values(data.completed(data.baseline), "test_acc")
+def variant_settings(data: StudyData) -> dict[str, dict]:
+    """Each variant's settings as declared: the base config, then the variant's changes, then
+    the profile's `set`, as flat dotted keys (the order in which a run's config is built)."""
+    base = flatten(data.base)
+    return {v["name"]: {**base, **flatten(v["changes"]), **flatten(data.profile_set)} for v in data.variants}
+
+
+def variant_samples(data: StudyData, key: str = "test_acc") -> dict[str, list[tuple]]:
+    """variant -> [(seed, value), ...] over its completed runs with a finite `key`."""
+    out = {}
+    for v in data.variants:
+        pairs = []
+        for run in data.runs_of(v["name"]):
+            if run.status == "completed" and run.record is not None:
+                value = run.record.result.get(key)
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                    pairs.append((run.seed, float(value)))
+        out[v["name"]] = pairs
+    return out
+
+
+def analysis(data: StudyData, groups: Sequence[str] | None = None, min_effect: float | None = None) -> effects.Analysis:
+    """Comparisons, factor effects and interactions of a study's test accuracy (one Holm family).
+    `groups` and `min_effect` (accuracy points) default to the study's own."""
+    points = min_effect if min_effect is not None else data.min_effect
+    return effects.analyse(
+        variant_samples(data), variant_settings(data), data.baseline,
+        group_keys=tuple(groups) if groups is not None else data.groups,
+        min_effect=points / 100.0 if points is not None else None,
+    )
+
+
+def power_dict(power: effects.Power) -> dict:
+    return {"detectable": power.detectable, "n": power.n, "min_effect": power.min_effect, "n_needed": power.n_needed}
+
+
+def aggregate_rows(data: StudyData, result: effects.Analysis | None = None) -> list[dict]:
+    """One dict per variant: accuracy mean/std over seeds, costs, and the test against its
+    reference: the baseline, or in another group (e.g. another dataset) the baseline's twin there."""
+    result = result if result is not None else analysis(data)
+    against = {c.variant: c for c in result.comparisons}
+    references = {g.reference: g.label for g in result.groups}
     rows = []
     for variant in data.variants:
         name = variant["name"]
@@ -172,10 +233,13 @@ def aggregate_rows(data: StudyData) -> list[dict]:
             "epochs_mean": stats.mean(_values(records, "epochs_run")),
             "engine": _common(records, "engine"), "device": _common(records, "device"),
             "model": _common(records, "model"), "dataset": _common(records, "dataset"),
+            "reference_of": references.get(name),
         }
-        if name != data.baseline:
-            comparison = stats.welch(accs, baseline_accs)
-            row.update({"vs_baseline": comparison.to_dict(), "verdict": stats.describe(comparison)})
+        if name in against:
+            c = against[name]
+            reference = "the baseline" if c.reference == data.baseline else c.reference
+            row.update({"reference": c.reference, "group": c.group, "vs_baseline": c.comparison.to_dict(),
+                        "power": power_dict(c.power), "verdict": stats.describe(c.comparison, reference=reference)})
         rows.append(row)
     return rows
 
@@ -215,6 +279,41 @@ def variant_findings(data: StudyData, variant: str, th: diagnostics.Thresholds =
         {**g, "count": len(g["runs"]), "checked": len(checked)}
         for g in sorted(grouped.values(), key=lambda g: order[g["kind"]])
     ]
+
+
+def _plain(value):
+    return value if isinstance(value, (str, int, float, bool, type(None), list, dict)) else str(value)
+
+
+def factor_effects(study_dir: str | Path, groups: Sequence[str] | None = None,
+                   min_effect: float | None = None) -> list[dict]:
+    """The factor effects of a study folder's test accuracy, as plain dicts.
+
+    For each group (by default one per dataset), each factor (a setting that differs between
+    variants) and each level against the reference level (the baseline's): the effect within
+    every matched cell (all other settings equal) and its mean over the cells (`main`), each
+    with its test (paired when the runs share seeds, else Welch), 95% CI and Holm-adjusted p
+    over all comparisons of the study, and the smallest difference detectable at 80% power.
+    Interactions are in `interactions(study_dir)`. Accuracies are fractions, not points.
+    """
+    result = analysis(from_study_dir(study_dir), groups, min_effect)
+    return [{
+        "group": e.group, "factor": e.factor, "level": _plain(e.level), "reference_level": _plain(e.reference_level),
+        "main": e.main.to_dict(), "power": power_dict(e.power),
+        "cells": [{"cell": c.cell, "candidate": c.candidate, "reference": c.reference, **c.comparison.to_dict()}
+                  for c in e.cells],
+    } for e in result.effects]
+
+
+def interactions(study_dir: str | Path, groups: Sequence[str] | None = None) -> list[dict]:
+    """Two-factor interaction checks of a study folder, as plain dicts with a `reading` sentence."""
+    result = analysis(from_study_dir(study_dir), groups)
+    return [{
+        "group": x.group, "factor": x.factor, "level": _plain(x.level), "reference_level": _plain(x.reference_level),
+        "by": x.by, "by_level": _plain(x.by_level), "by_reference": _plain(x.by_reference), "stratum": x.stratum,
+        "at_reference": x.at_reference.to_dict(), "at_level": x.at_level.to_dict(),
+        "interaction": x.interaction.to_dict(), "reading": effects.describe_interaction(x),
+    } for x in result.interactions]
 
 
 def aggregate(study_dir: str | Path, as_frame: bool = False):

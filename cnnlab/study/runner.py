@@ -193,6 +193,7 @@ def _initial_state(study: Study, specs: list[RunSpec], previous: dict | None) ->
         "source": study.source, "profile": study.profile, "profile_description": study.profile_description,
         "profile_set": study.profile_set, "baseline": study.baseline,
         "match_params": study.match_params, "base": study.base, "seeds": list(study.seeds),
+        "groups": list(study.groups), "min_effect": study.min_effect,
         "variants": [{"name": v.name, "slug": v.slug, "changes": v.changes} for v in study.variants],
         "created": (previous or {}).get("created", _now()), "updated": _now(), "runs": runs,
     }

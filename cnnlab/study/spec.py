@@ -10,8 +10,13 @@ A study file is YAML with these keys:
       - {name: BN, set: {}}
       - {name: no BN, set: {model.bn: false}}
     seeds: 3                      # a count (seeds base.train.seed, +1, ...) or an explicit list
-    baseline: BN                  # the variant the others are compared against (default: first)
+    baseline: BN                  # the variant the others are compared against (default: first);
+                                  # a name as the report prints it, e.g. 'BN / optim.lr=0.1'
     match_params: mlp             # scale each variant's widths to this zoo model's parameter count
+    groups: [data.dataset]        # variants compare only within groups that share these keys
+                                  # (the default); each group gets its own reference variant
+    report: {min_effect: 0.5}     # the smallest difference worth detecting, in accuracy points:
+                                  # the report says how many seeds would detect it (80% power)
     profiles:                     # named adjustments chosen with --profile
       quick: {set: {train.epochs: 1}, seeds: 2, grid: {optim.lr: [0.1]}, variants: [BN]}
 
@@ -33,7 +38,10 @@ from typing import Any, Mapping
 from cnnlab.errors import CnnlabError, ConfigError
 from cnnlab.utils import did_you_mean
 
-STUDY_KEYS = ("name", "description", "base", "grid", "variants", "seeds", "baseline", "match_params", "profiles")
+STUDY_KEYS = ("name", "description", "base", "grid", "variants", "seeds", "baseline", "match_params", "profiles",
+              "groups", "report")
+REPORT_KEYS = ("min_effect",)
+DEFAULT_GROUPS = ("data.dataset",)
 VARIANT_KEYS = ("name", "set", "description")
 PROFILE_KEYS = ("set", "seeds", "grid", "variants", "baseline", "description")
 DEFAULT_SEEDS = 3
@@ -64,6 +72,8 @@ class Study:
     match_params: str | None
     profile_set: dict = field(default_factory=dict)
     profile_description: str = ""
+    groups: tuple[str, ...] = DEFAULT_GROUPS
+    min_effect: float | None = None  # accuracy points
 
     def variant(self, name: str) -> Variant:
         for v in self.variants:
@@ -166,11 +176,15 @@ def _grid_axes(where: str, grid: Mapping) -> dict[str, list]:
     return axes
 
 
-def _short_keys(keys: list[str]) -> dict[str, str]:
-    """Label each dotted key by its last part ('optim.lr' -> 'lr'; 'model.name' -> 'model'),
-    or by the full key where labels would collide."""
-    short = [k.split(".")[0] if k.endswith(".name") else k.rsplit(".", 1)[-1] for k in keys]
-    return {k: (s if short.count(s) == 1 else k) for k, s in zip(keys, short)}
+def setting_label(key: str) -> str:
+    """How a variant name shows a dotted key: in full ('optim.lr'), except that a section's
+    name drops '.name' ('model.name' -> 'model'), so names read 'model=mlp, optim.lr=0.05'."""
+    return key[: -len(".name")] if key.endswith(".name") else key
+
+
+def format_setting(key: str, value: Any) -> str:
+    """'optim.lr=0.05', 'model=mlp', 'data.augment=crop+flip': one setting as variant names show it."""
+    return f"{setting_label(key)}={_format_value(value)}"
 
 
 def _variants(where: str, raw_variants: Any, axes: dict[str, list], keep: list | None) -> tuple[Variant, ...]:
@@ -193,11 +207,10 @@ def _variants(where: str, raw_variants: Any, axes: dict[str, list], keep: list |
                     f"its variants are: {', '.join(names)}.{did_you_mean(str(name), names)}"
                 )
         named = [(n, s) for n, s in named if n in keep]
-    labels = _short_keys(list(axes))
     points = [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())] if axes else [{}]
     variants = []
     for point in points:
-        point_name = ", ".join(f"{labels[k]}={_format_value(v)}" for k, v in point.items())
+        point_name = ", ".join(format_setting(k, v) for k, v in point.items())
         for vname, changes in named or [("", {})]:
             name = " / ".join(p for p in (vname, point_name) if p) or "base"
             variants.append(Variant(name, slugify(name), {**point, **changes}))
@@ -258,15 +271,87 @@ def parse_study(data: Any, *, name: str = "study", source: str = "", profile: st
         raise ConfigError(f"{where} 'base.train.seed' must be an integer, got {first_seed!r}.")
     seeds = _seeds(f"{where} 'seeds'", seeds_value, first_seed)
     variants = _variants(where, data.get("variants"), axes, keep)
-    baseline = str(baseline) if baseline is not None else variants[0].name
+    baseline = resolve_baseline(baseline, variants) if baseline is not None else variants[0].name
     study = Study(
         name=str(data.get("name") or name), description=str(data.get("description") or ""),
         source=source, profile=profile, base=base, variants=variants, seeds=seeds,
         baseline=baseline, match_params=data.get("match_params"), profile_set=profile_set,
-        profile_description=profile_description,
+        profile_description=profile_description, groups=_groups(where, data.get("groups", DEFAULT_GROUPS)),
+        min_effect=_min_effect(where, _as_mapping(f"{where} 'report'", data.get("report"))),
     )
     study.variant(baseline)  # raises with the list of variants when the baseline is unknown
     return study
+
+
+def _groups(where: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(k, str) for k in value):
+        raise ConfigError(f"{where} 'groups' must be a list of dotted config keys (e.g. [data.dataset]), got {value!r}.")
+    return tuple(value)
+
+
+def _min_effect(where: str, report: dict) -> float | None:
+    _check_keys(f"{where} 'report'", report, REPORT_KEYS)
+    value = report.get("min_effect")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigError(f"{where} 'report.min_effect' must be a positive number of accuracy points "
+                          f"(e.g. 0.5), got {value!r}.")
+    return float(value)
+
+
+def _name_parts(name: str) -> tuple[str, frozenset]:
+    """'BN / lr=0.1, bn=true' -> ('BN', {('lr', '0.1'), ('bn', 'true')}) for matching names."""
+    named, _, point = name.rpartition(" / ") if " / " in name else ("", "", name)
+    parts = [p.strip() for p in point.split(",")]
+    if not all("=" in p for p in parts):  # no grid point in this name: all of it is the variant name
+        return name.strip(), frozenset()
+    pairs = set()
+    for p in parts:
+        key, _, value = p.partition("=")
+        pairs.add((key.strip(), value.strip()))
+    return named.strip(), frozenset(pairs)
+
+
+def _same_setting(given: tuple[str, str], printed: tuple[str, str]) -> bool:
+    """'lr=0.1', 'optim.lr=1e-1' and 'optim.lr=0.1' name the same setting (the key may be given
+    by its last part; values are compared as YAML reads them)."""
+    import yaml
+
+    (gkey, gvalue), (pkey, pvalue) = given, printed
+    if not (gkey == pkey or pkey.endswith("." + gkey) or setting_label(gkey) == pkey):
+        return False
+    if gvalue == pvalue:
+        return True
+    try:
+        return float(gvalue) == float(pvalue)  # YAML reads '5e-2' as a string, float() does not
+    except ValueError:
+        pass
+    try:
+        return yaml.safe_load(gvalue) == yaml.safe_load(pvalue)
+    except yaml.YAMLError:
+        return False
+
+
+def resolve_baseline(given: Any, variants: tuple[Variant, ...]) -> str:
+    """The variant that `baseline:` names: its exact name, or the same variant written another way
+    ('lr=0.05' or 'optim.lr=5e-2' for 'optim.lr=0.05'). Unknown names are returned unchanged, so
+    the caller's error lists the variants."""
+    given = str(given)
+    names = [v.name for v in variants]
+    if given in names:
+        return given
+    gname, gpairs = _name_parts(given)
+    matches = []
+    for name in names:
+        vname, vpairs = _name_parts(name)
+        if vname != gname or len(vpairs) != len(gpairs):
+            continue
+        if all(any(_same_setting(g, p) for p in vpairs) for g in gpairs):
+            matches.append(name)
+    return matches[0] if len(matches) == 1 else given
 
 
 def load_study(path: str | Path, profile: str | None = None) -> Study:

@@ -6,8 +6,8 @@ import yaml
 
 from cnnlab import cli
 from cnnlab.errors import CnnlabError
-from cnnlab.study import aggregate, compare, report, run_study, stats
 from cnnlab.runs import read_run
+from cnnlab.study import aggregate, compare, factor_effects, interactions, report, run_study, stats
 
 from fakes import fake_train
 
@@ -22,6 +22,7 @@ def study_dir(tmp_path_factory):
         "name": "lr", "description": "Learning rate against accuracy.",
         "base": {"data": {"dataset": "digits"}, "model": {"name": "mlp"}, "train": {"epochs": 5}},
         "grid": {"optim.lr": [0.01, 0.001, 0.0001]}, "seeds": 3, "baseline": "lr=0.01",
+        "report": {"min_effect": 1.0},
     }))
     outcome = run_study(path, jobs=2, out=tmp, train_fn=fake_train)
     assert outcome.ok
@@ -30,22 +31,38 @@ def study_dir(tmp_path_factory):
 
 def test_aggregate_has_mean_std_and_welch_against_baseline(study_dir):
     rows = {r["variant"]: r for r in aggregate(study_dir)}
-    assert list(rows) == ["lr=0.01", "lr=0.001", "lr=0.0001"]
-    accs = [read_run(p).result["test_acc"] for p in sorted((study_dir / "runs" / "lr=0.001").glob("seed*/v1"))]
-    row = rows["lr=0.001"]
+    assert list(rows) == ["optim.lr=0.01", "optim.lr=0.001", "optim.lr=0.0001"]
+    accs = [read_run(p).result["test_acc"] for p in sorted((study_dir / "runs" / "optim.lr=0.001").glob("seed*/v1"))]
+    row = rows["optim.lr=0.001"]
     assert row["n"] == 3 and row["test_acc_mean"] == pytest.approx(stats.mean(accs))
     assert row["test_acc_std"] == pytest.approx(stats.sample_std(accs))
-    # the fake trainer's ceiling is 10 points lower at lr=1e-3: clearly significant
+    # the fake trainer's ceiling is 10 points lower at optim.lr=1e-3: clearly significant
     assert row["vs_baseline"]["difference"] == pytest.approx(-0.10, abs=0.02)
     assert row["vs_baseline"]["significant"] and "lower than the baseline at n=3" in row["verdict"]
-    assert "vs_baseline" not in rows["lr=0.01"]
+    assert "vs_baseline" not in rows["optim.lr=0.01"]
+
+
+def test_factor_effects_api_pairs_shared_seeds_and_reads_min_effect_from_the_study_file(study_dir):
+    found = {e["level"]: e for e in factor_effects(study_dir)}
+    assert set(found) == {0.001, 0.0001} and all(e["reference_level"] == 0.01 for e in found.values())
+    effect = found[0.001]
+    assert effect["factor"] == "optim.lr" and len(effect["cells"]) == 1
+    accs = {lr: [read_run(p).result["test_acc"] for p in sorted((study_dir / "runs" / f"optim.lr={lr}").glob("seed*/v1"))]
+            for lr in ("0.01", "0.001")}
+    ref = stats.paired(accs["0.001"], accs["0.01"])  # the three seeds are shared: a paired test
+    assert effect["main"]["test"] == "paired" and effect["main"]["p"] == pytest.approx(ref.p)
+    assert effect["main"]["p_adjusted"] >= effect["main"]["p"] and effect["main"]["significant"]
+    assert effect["power"]["min_effect"] == pytest.approx(0.01)  # report.min_effect: 1.0 point
+    assert effect["power"]["n_needed"] == stats.n_needed(0.01, effect["main"]["spread"], "paired")
+    assert interactions(study_dir) == []  # one factor: nothing to cross
+    assert factor_effects(study_dir, min_effect=0.5)[0]["power"]["min_effect"] == pytest.approx(0.005)
 
 
 def test_report_html_is_self_contained_with_tables_and_images(study_dir):
     out = report(study_dir)
     assert out == study_dir / "report.html"
     html = out.read_text()
-    for heading in ("Setup", "Results", "Against the baseline (lr=0.01)", "Learning curves", "Diagnostics",
+    for heading in ("Setup", "Results", "Against the baseline (optim.lr=0.01)", "Factor effects", "Learning curves", "Diagnostics",
                     "Timing", "Model summaries", "Failed runs"):
         assert f">{heading}</h" in html
     assert html.count("<table>") >= 4 and "Learning rate against accuracy." in html
@@ -53,6 +70,10 @@ def test_report_html_is_self_contained_with_tables_and_images(study_dir):
     assert len(images) == 2 and all(base64.b64decode(i).startswith(PNG_MAGIC) for i in images)
     assert "src='report_" not in html  # nothing refers to files outside the HTML
     assert "Total params" in html  # the model summary table from cnnlab.inspect
+    # the study file wrote baseline: lr=0.01; the report names it as it names every variant
+    assert "<b>optim.lr=0.01</b>" in html and "Holm–Bonferroni" in html
+    assert "optim.lr=0.001 vs optim.lr=0.01" in html  # the grid factor's level against the baseline's
+    assert "detecting 1.00 points needs n=" in html  # report.min_effect from the study file
 
 
 def test_report_markdown_has_pngs_beside_it(study_dir, tmp_path):
@@ -61,7 +82,7 @@ def test_report_markdown_has_pngs_beside_it(study_dir, tmp_path):
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
     assert links == ["lab_curves.png", "lab_accuracy.png"]
     assert all((tmp_path / link).read_bytes().startswith(PNG_MAGIC) for link in links)
-    assert "| variant | n | test acc (%) |" in md and "| lr=0.001 | 3 |" in md
+    assert "| variant | n | test acc (%) |" in md and "| optim.lr=0.001 | 3 |" in md
     assert out.read_text().startswith("<!DOCTYPE html>")
     with pytest.raises(CnnlabError, match="ending in .html"):
         report(study_dir, tmp_path / "lab.pdf")
@@ -88,7 +109,7 @@ def test_cli_study_report_compare(study_dir, tmp_path, capsys):
     study_file.write_text("base: {data: {dataset: digits}}\ngrid: {optim.lr: [0.1, 0.01]}\nseeds: 2\n")
     assert cli.main(["study", str(study_file), "--dry-run", "--out", str(tmp_path / "st")]) == 0
     out = capsys.readouterr().out
-    assert "4 runs (2 variants x 2 seeds)" in out and "[todo] runs/lr=0.1/seed0" in out
+    assert "4 runs (2 variants x 2 seeds)" in out and "[todo] runs/optim.lr=0.1/seed0" in out
     assert cli.main(["study", str(tmp_path / "missing.yaml")]) == 2
     assert "Cannot read study file" in capsys.readouterr().err
     runs = sorted(study_dir.glob("runs/*/seed0/v1"))[:2]
@@ -103,7 +124,7 @@ def test_aggregate_as_frame(study_dir):
             aggregate(study_dir, as_frame=True)
         return
     frame = aggregate(study_dir, as_frame=True)
-    assert list(frame.index) == ["lr=0.01", "lr=0.001", "lr=0.0001"] and (frame["n"] == 3).all()
+    assert list(frame.index) == ["optim.lr=0.01", "optim.lr=0.001", "optim.lr=0.0001"] and (frame["n"] == 3).all()
 
 
 def test_progress_lines():

@@ -27,24 +27,24 @@ def test_a_crashing_run_is_recorded_and_the_others_finish(tmp_path):
     outcome = run_study(path, jobs=2, out=tmp_path / "studies", train_fn=fake_train, progress=events.append)
     assert outcome.study_dir == tmp_path / "studies" / "s"
     assert len(outcome.completed) == 6
-    assert sorted(outcome.failed) == ["lr=9/seed0", "lr=9/seed1"]
+    assert sorted(outcome.failed) == ["optim.lr=9/seed0", "optim.lr=9/seed1"]
     assert [e["done"] for e in events if e["event"] == "done"] == list(range(1, 9))
 
     state = read_state(outcome.study_dir)
-    crashed = state["runs"]["lr=9/seed0"]
+    crashed = state["runs"]["optim.lr=9/seed0"]
     assert crashed["status"] == "failed" and "simulated crash at lr=9.0" in crashed["error"]
     log = (outcome.study_dir / crashed["log"]).read_text()
     assert "Traceback" in log and "RuntimeError: simulated crash" in log
     # threads were split between the two jobs, in the environment and in the config
     threads = max(1, usable_cores() // 2)
-    ok_log = (outcome.study_dir / state["runs"]["lr=0.01/seed0"]["log"]).read_text()
+    ok_log = (outcome.study_dir / state["runs"]["optim.lr=0.01/seed0"]["log"]).read_text()
     assert f"threads={threads} OMP_NUM_THREADS={threads}" in ok_log
 
     html = report(outcome.study_dir).read_text()
     assert "Failed runs" in html and "simulated crash at lr=9.0" in html
     rows = {r["variant"]: r for r in aggregate(outcome.study_dir)}
-    assert rows["lr=9"]["n"] == 0 and rows["lr=9"]["n_failed"] == 2
-    assert rows["lr=0.01"]["n"] == 2 and rows["lr=0.01"]["baseline"]
+    assert rows["optim.lr=9"]["n"] == 0 and rows["optim.lr=9"]["n_failed"] == 2
+    assert rows["optim.lr=0.01"]["n"] == 2 and rows["optim.lr=0.01"]["baseline"]
 
 
 def test_resume_skips_completed_runs_and_retries_the_rest(tmp_path):
@@ -53,16 +53,16 @@ def test_resume_skips_completed_runs_and_retries_the_rest(tmp_path):
     assert len(first.completed) == 2 and len(first.failed) == 2
 
     second = run_study(path, jobs=2, out=tmp_path, train_fn=fake_train)
-    assert sorted(second.skipped) == ["lr=0.01/seed0", "lr=0.01/seed1"]
-    assert sorted(second.failed) == ["lr=9/seed0", "lr=9/seed1"] and not second.completed
-    assert sorted(p.name for p in (first.study_dir / "runs" / "lr=0.01" / "seed0").glob("v*")) == ["v1"]
+    assert sorted(second.skipped) == ["optim.lr=0.01/seed0", "optim.lr=0.01/seed1"]
+    assert sorted(second.failed) == ["optim.lr=9/seed0", "optim.lr=9/seed1"] and not second.completed
+    assert sorted(p.name for p in (first.study_dir / "runs" / "optim.lr=0.01" / "seed0").glob("v*")) == ["v1"]
 
     # a changed config no longer counts as done: it runs again, in a new version folder
     changed = write_study(tmp_path, [0.01, CRASH_LR], seeds=2, epochs=4)
     third = run_study(changed, jobs=2, out=tmp_path, train_fn=fake_train)
     assert not third.skipped and len(third.completed) == 2
     state = read_state(first.study_dir)
-    assert state["runs"]["lr=0.01/seed0"]["path"] == "runs/lr=0.01/seed0/v2"
+    assert state["runs"]["optim.lr=0.01/seed0"]["path"] == "runs/optim.lr=0.01/seed0/v2"
 
 
 def test_dry_run_lists_runs_and_writes_nothing(tmp_path):
@@ -75,8 +75,8 @@ def test_dry_run_lists_runs_and_writes_nothing(tmp_path):
 def test_a_dying_worker_costs_only_its_run(tmp_path):
     path = write_study(tmp_path, [0.01, DIE_LR, 0.001], seeds=1)
     outcome = run_study(path, jobs=1, out=tmp_path, train_fn=dying_train)
-    assert sorted(outcome.completed) == ["lr=0.001/seed0", "lr=0.01/seed0"]
-    error = read_state(outcome.study_dir)["runs"]["lr=7/seed0"]["error"]
+    assert sorted(outcome.completed) == ["optim.lr=0.001/seed0", "optim.lr=0.01/seed0"]
+    error = read_state(outcome.study_dir)["runs"]["optim.lr=7/seed0"]["error"]
     assert "died with exit code 3" in error
 
 
@@ -100,5 +100,5 @@ def test_ray_backend(tmp_path):
         return
     # a local Ray instance, started and stopped by run_study
     outcome = run_study(path, backend="ray", jobs=2, out=tmp_path, train_fn=fake_train)
-    assert outcome.completed == ["lr=0.01/seed0"] and outcome.failed == ["lr=9/seed0"]
-    assert Path(outcome.study_dir / read_state(outcome.study_dir)["runs"]["lr=0.01/seed0"]["path"]).is_dir()
+    assert outcome.completed == ["optim.lr=0.01/seed0"] and outcome.failed == ["optim.lr=9/seed0"]
+    assert Path(outcome.study_dir / read_state(outcome.study_dir)["runs"]["optim.lr=0.01/seed0"]["path"]).is_dir()

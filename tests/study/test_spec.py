@@ -9,7 +9,7 @@ BASE = {"data": {"dataset": "digits"}, "model": {"name": "mlp"}, "train": {"epoc
 def test_grid_is_a_cartesian_product_times_seeds():
     study = parse_study({"base": BASE, "grid": {"optim.lr": [0.1, 0.01], "optim.name": ["sgd", "adam", "adamw"]},
                          "seeds": 2})
-    assert [v.name for v in study.variants][:3] == ["lr=0.1, optim=sgd", "lr=0.1, optim=adam", "lr=0.1, optim=adamw"]
+    assert [v.name for v in study.variants][:3] == ["optim.lr=0.1, optim=sgd", "optim.lr=0.1, optim=adam", "optim.lr=0.1, optim=adamw"]
     specs = expand(study)
     assert len(specs) == 2 * 3 * 2
     assert {(s.config["optim"]["lr"], s.config["optim"]["name"]) for s in specs} == {
@@ -17,19 +17,19 @@ def test_grid_is_a_cartesian_product_times_seeds():
     # seeds count from base train.seed; every run has its own folder
     assert sorted({s.seed for s in specs}) == [10, 11]
     assert len({s.relpath for s in specs}) == len(specs)
-    assert specs[0].relpath == "runs/lr=0.1-optim=sgd/seed10"
-    assert study.baseline == "lr=0.1, optim=sgd"
+    assert specs[0].relpath == "runs/optim.lr=0.1-optim=sgd/seed10"
+    assert study.baseline == "optim.lr=0.1, optim=sgd"
 
 
 def test_variants_combine_with_grid_and_explicit_seeds():
     study = parse_study({
-        "base": BASE, "grid": {"optim.lr": [0.1, 0.01]}, "seeds": [3, 7], "baseline": "BN / lr=0.1",
+        "base": BASE, "grid": {"optim.lr": [0.1, 0.01]}, "seeds": [3, 7], "baseline": "BN / optim.lr=0.1",
         "variants": [{"name": "BN", "set": {}}, {"name": "no BN", "set": {"model.name": "lenet"}}],
     })
-    assert [v.name for v in study.variants] == ["BN / lr=0.1", "no BN / lr=0.1", "BN / lr=0.01", "no BN / lr=0.01"]
+    assert [v.name for v in study.variants] == ["BN / optim.lr=0.1", "no BN / optim.lr=0.1", "BN / optim.lr=0.01", "no BN / optim.lr=0.01"]
     specs = expand(study)
     assert len(specs) == 8 and {s.seed for s in specs} == {3, 7}
-    no_bn = [s for s in specs if s.variant == "no BN / lr=0.01"]
+    no_bn = [s for s in specs if s.variant == "no BN / optim.lr=0.01"]
     assert {s.config["model"]["name"] for s in no_bn} == {"lenet"} and no_bn[0].config["optim"]["lr"] == 0.01
 
 
@@ -104,3 +104,26 @@ def test_load_study_reads_yaml(tmp_path):
     (tmp_path / "bad.yaml").write_text("base: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_study(tmp_path / "bad.yaml")
+
+
+def test_grid_names_use_full_keys_and_baseline_accepts_other_spellings():
+    data = {"base": BASE, "grid": {"model.name": ["mlp", "lenet"], "optim.lr": [0.05, 0.1], "model.bn": [True]}}
+    study = parse_study(data)
+    assert [v.name for v in study.variants][:2] == ["model=mlp, optim.lr=0.05, model.bn=true",
+                                                     "model=mlp, optim.lr=0.1, model.bn=true"]
+    # what the report prints, the short key, another float spelling, YAML's True: all one variant
+    for given in ("model=lenet, optim.lr=0.05, model.bn=true", "model=lenet, lr=0.05, bn=true",
+                  "model.name=lenet, optim.lr=5e-2, model.bn=True"):
+        assert parse_study({**data, "baseline": given}).baseline == "model=lenet, optim.lr=0.05, model.bn=true"
+    with pytest.raises(ConfigError, match="no variant 'model=vgg'"):
+        parse_study({**data, "baseline": "model=vgg"})
+
+
+def test_groups_and_report_min_effect_keys():
+    study = parse_study({"base": BASE, "groups": ["data.dataset", "model.name"], "report": {"min_effect": 0.5}})
+    assert study.groups == ("data.dataset", "model.name") and study.min_effect == 0.5
+    assert parse_study({"base": BASE}).groups == ("data.dataset",) and parse_study({"base": BASE}).min_effect is None
+    with pytest.raises(ConfigError, match="min_effect' must be a positive number"):
+        parse_study({"base": BASE, "report": {"min_effect": -1}})
+    with pytest.raises(ConfigError, match="Did you mean 'min_effect'"):
+        parse_study({"base": BASE, "report": {"min_efect": 0.5}})
