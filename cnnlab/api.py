@@ -19,9 +19,9 @@ __all__ = ["train"]
 
 
 def train(config=None, out=None, name=None, resume=None, *, callbacks=(), quiet: bool = False,
-          plots: bool = True) -> Run:
+          plots: bool = True, data_dir=None) -> Run:
     """Train a model (see `cnnlab.training.train`) and, with `plots`, draw its figures."""
-    run = train_only(config, out, name, resume, callbacks=callbacks, quiet=quiet)
+    run = train_only(config, out, name, resume, callbacks=callbacks, quiet=quiet, data_dir=data_dir)
     if plots:
         write_plots(run.path)
     return run

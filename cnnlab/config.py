@@ -40,6 +40,7 @@ from cnnlab.utils import atomic_write_text, did_you_mean
 # (`cnnlab.engines`), optimisers and schedules (`cnnlab.engines.optim`, which also defines the
 # `optim` and `schedule` sections), augmentations (`cnnlab.data.augment`), zoo models.
 MONITORS = ("val_acc", "val_loss", "train_acc", "train_loss")
+SPEC_LABEL = "spec"  # the model label of an inline model.spec given without model.name
 
 
 class FrozenMapping(Mapping):
@@ -94,7 +95,8 @@ class DataConfig:
 class ModelConfig:
     """Which network to train.
 
-    name: a zoo name (`cnnlab models` lists them), or a label for an inline `spec`.
+    name: a zoo name (`cnnlab models` lists them), or a label for an inline `spec` (a spec
+        given without a name is labelled `spec`, never the default zoo name).
     spec: optional inline layer list in the spec language (see `cnnlab.models.spec`); when
         given it is built instead of the zoo entry.
     options: the zoo entry's options (e.g. `bn`, `dropout` for `deep_cnn`), written flat beside
@@ -348,6 +350,7 @@ def _build_section(section: str, values: Mapping):
     if section == "model":
         if "spec" in kwargs and kwargs["spec"] is not None:
             kwargs["spec"] = copy.deepcopy(kwargs["spec"])
+            kwargs.setdefault("name", SPEC_LABEL)
         kwargs["options"] = FrozenMapping(
             _check_model_options(kwargs.get("name", ModelConfig.name), kwargs.get("spec"), extra)
         )

@@ -252,8 +252,8 @@ def read_model_args(run_dir: str | os.PathLike) -> ModelArgs:
             f"{', '.join(missing)} (the run is incomplete), so its model cannot be rebuilt."
         )
     model = dict(config.get("model") or {})
-    name = model.pop("name", "small_cnn")
     spec = model.pop("spec", None)
+    name = model.pop("name", None) or ("spec" if spec is not None else "small_cnn")
     return ModelArgs(ref=spec if spec is not None else name, options={} if spec is not None else model,
                      input_shape=tuple(result["input_shape"]), num_classes=int(result["num_classes"]),
                      engine=(config.get("train") or {}).get("engine", "torch"), label=name)

@@ -60,14 +60,15 @@ def run(args: argparse.Namespace) -> int:
 
     if args.resume:
         extras = [f"--{dest.replace('_', '-')}" for dest in FLAG_KEYS
-                  if getattr(args, dest, None) is not None]
+                  if getattr(args, dest, None) is not None and dest != "data_dir"]
         extras += (["CONFIG.yaml"] if args.config else []) + (["--set"] if args.set else [])
         if extras:
             raise ConfigError(
                 f"--resume {args.resume} continues the run with its own config.yaml; drop "
-                f"{', '.join(extras)}."
+                f"{', '.join(extras)} (--data-dir is accepted, for data that moved)."
             )
-        result = train(resume=args.resume, quiet=args.quiet, plots=not args.no_plots)
+        result = train(resume=args.resume, quiet=args.quiet, plots=not args.no_plots,
+                       data_dir=args.data_dir)
     else:
         overrides = {**_flag_overrides(args), **parse_overrides(args.set)}
         config = load_config(args.config, overrides)
@@ -87,10 +88,13 @@ def exit_code(run) -> int:
 
 
 def print_result(run) -> None:
+    from cnnlab.training.trainer import early_stop_text
+
     r = run.result
     acc = r.get("test_acc")
     acc_text = f"test accuracy {100 * acc:.2f}%" if acc is not None else "no test accuracy"
     print(f"{r.get('status')}: {r.get('model')} on {r.get('dataset')}, {acc_text} "
           f"(best epoch {r.get('best_epoch')} of {r.get('epochs_run')}, "
-          f"{r.get('s_per_epoch') or 0:.2f} s/epoch on {r.get('device')})")
+          f"{r.get('s_per_epoch') or 0:.2f} s/epoch on {r.get('device')})"
+          + (f"; {early}" if (early := early_stop_text(r)) else ""))
     print(f"run folder: {run.path}")

@@ -83,7 +83,8 @@ def build_session(config: Config) -> Session:
                    model_args=model_args)
 
 
-def train(config=None, out=None, name=None, resume=None, *, callbacks=(), quiet: bool = False) -> Run:
+def train(config=None, out=None, name=None, resume=None, *, callbacks=(), quiet: bool = False,
+          data_dir=None) -> Run:
     """Train a model and return its `Run`.
 
     config: a Config, a dict in the YAML form, a YAML path, or None for the defaults.
@@ -91,6 +92,9 @@ def train(config=None, out=None, name=None, resume=None, *, callbacks=(), quiet:
     resume: a run folder to continue from its last.pt (config, out and name are then taken
         from the run). callbacks: extra `Callback`s, run after the standard ones.
     quiet: no progress output (log.txt is still written).
+    data_dir: where the dataset files are (`data.data_dir`); the one override a resume takes,
+        for data that moved. A relative data directory is stored absolute in config.yaml, so the
+        run can be resumed or reloaded from any working directory.
     """
     if resume is not None:
         if config is not None or out is not None or name is not None:
@@ -105,15 +109,25 @@ def train(config=None, out=None, name=None, resume=None, *, callbacks=(), quiet:
         config = config if isinstance(config, Config) else load_config(config)
         updates = {k: str(v) for k, v in (("train.out", out), ("train.name", name)) if v is not None}
         config = config.replace(**updates) if updates else config
+    config = _absolute_data_dir(config, data_dir)
     with compute_threads(config.train.threads):
         if resume is not None:
-            return _resume(run_dir, callbacks, quiet)
+            return _resume(run_dir, config, callbacks, quiet)
         session = build_session(config)
         run_dir = runs.new_run_dir(config.train.out, runs.run_name(config))
         return _execute(session, run_dir, None, callbacks, quiet)
 
 
-def _resume(run_dir: Path, callbacks, quiet) -> Run:
+def _absolute_data_dir(config: Config, data_dir=None) -> Config:
+    """`data.data_dir` (or `data_dir` when given) as an absolute path; None stays None."""
+    chosen = data_dir if data_dir is not None else config.data.data_dir
+    if chosen is None:
+        return config
+    absolute = str(Path(chosen).expanduser().resolve())
+    return config if absolute == config.data.data_dir else config.replace(**{"data.data_dir": absolute})
+
+
+def _resume(run_dir: Path, config: Config, callbacks, quiet) -> Run:
     previous = Run.load(run_dir)
     if previous.status in ("completed", "diverged"):
         raise ConfigError(
@@ -124,7 +138,7 @@ def _resume(run_dir: Path, callbacks, quiet) -> Run:
     if last is None:
         raise ConfigError(f"Run '{run_dir}' has no last.pt/last.npz to resume from.")
     checkpoint = load_checkpoint(last)
-    session = build_session(previous.config)
+    session = build_session(config)
     return _execute(session, run_dir, checkpoint, callbacks, quiet)
 
 
@@ -242,12 +256,13 @@ def _final_metrics(session: Session, run_dir: Path, state, timer) -> dict:
     """Test loss/accuracy from the best checkpoint (evaluated once), plus the run's summary."""
     best_path = checkpoint_path(run_dir, "best")
     test_loss = test_acc = None
-    best = {}
+    best, per_class = {}, None
     if best_path is not None:
         payload = load_checkpoint(best_path)
         session.engine.load_state_dict(payload)
         best = payload.get("best") or {}
         test_loss, test_acc = evaluate(session.engine, session.test_loader)
+        per_class = per_class_accuracy(session.engine, session.test_loader, session.prepared.classes)
     best_epoch = best.get("epoch")
     best_row = next((r for r in state.history if r["epoch"] == best_epoch), {})
     return {
@@ -255,12 +270,26 @@ def _final_metrics(session: Session, run_dir: Path, state, timer) -> dict:
         "stop_reason": state.stop_reason,
         "test_loss": _finite_or_none(test_loss),
         "test_acc": _finite_or_none(test_acc),
+        "per_class_acc": per_class,
         "best_epoch": best_epoch,
         "best_value": best.get("value"),
         "best_val_acc": _finite_or_none(best_row.get("val_acc")),
         "epochs_run": state.history[-1]["epoch"] if state.history else 0,
         **timer.summary(),
     }
+
+
+def per_class_accuracy(engine, loader, classes) -> dict:
+    """{class name: test accuracy of that class (None when the class has no test images)}."""
+    engine.eval()
+    correct = np.zeros(len(classes), np.int64)
+    total = np.zeros(len(classes), np.int64)
+    for x, y in loader:
+        labels = y.cpu().numpy() if hasattr(y, "cpu") else np.asarray(y)
+        predicted = np.asarray(engine.predict(x)).argmax(axis=1)
+        np.add.at(total, labels, 1)
+        np.add.at(correct, labels, predicted == labels)
+    return {str(c): (float(correct[i] / total[i]) if total[i] else None) for i, c in enumerate(classes)}
 
 
 def _finite_or_none(value):
@@ -270,5 +299,12 @@ def _finite_or_none(value):
 def _summary_line(result: dict) -> str:
     acc = result.get("test_acc")
     acc_text = f"test_acc {100 * acc:.2f}%" if acc is not None else "no test accuracy"
-    return (f"{result['status']}: {result['epochs_run']} epoch(s), {acc_text} "
+    line = (f"{result['status']}: {result['epochs_run']} epoch(s), {acc_text} "
             f"(best epoch {result.get('best_epoch')}), {result.get('s_per_epoch') or 0:.2f} s/epoch")
+    return line + (f"; {early}" if (early := early_stop_text(result)) else "")
+
+
+def early_stop_text(result: dict) -> str:
+    """'early stop: ...' when the run ended early (from result.json's stop_reason), else ''."""
+    reason = result.get("stop_reason") or ""
+    return reason if result.get("status") == "completed" and reason.startswith("early stop") else ""
