@@ -40,6 +40,7 @@ from cnnlab.utils import atomic_write_text, did_you_mean
 # (`cnnlab.engines`), optimisers and schedules (`cnnlab.engines.optim`, which also defines the
 # `optim` and `schedule` sections), augmentations (`cnnlab.data.augment`), zoo models.
 MONITORS = ("val_acc", "val_loss", "train_acc", "train_loss")
+LOGGERS = ("tensorboard", "mlflow")  # implemented in cnnlab.training.loggers (above this layer)
 SPEC_LABEL = "spec"  # the model label of an inline model.spec given without model.name
 
 
@@ -134,6 +135,12 @@ class TrainConfig:
     threads: torch CPU threads (None: torch's default).
     name: run name, the folder under `out` (None: `<model>-<dataset>`).
     out: directory that holds run folders.
+    loggers: experiment trackers fed as callbacks, any of tensorboard, mlflow (see
+        `cnnlab.training.loggers`); a tracker that fails warns once and never stops training.
+    tensorboard_dir: TensorBoard log directory (None: `<run folder>/tensorboard`, so
+        `tensorboard --logdir runs` or `--logdir studies/<name>` compares the runs).
+    mlflow_uri: MLflow tracking URI (None: `$MLFLOW_TRACKING_URI`, else a file store
+        `<out>/mlruns` beside the runs).
     """
 
     epochs: int = 10
@@ -149,6 +156,9 @@ class TrainConfig:
     threads: Optional[int] = None
     name: Optional[str] = None
     out: str = "runs"
+    loggers: tuple[str, ...] = ()
+    tensorboard_dir: Optional[str] = None
+    mlflow_uri: Optional[str] = None
 
 
 SECTIONS = {
@@ -472,6 +482,8 @@ def _check_values(c: Config) -> None:
     _check_choice("train.monitor", c.train.monitor, MONITORS)
     for aug in c.data.augment:
         _check_choice("data.augment", aug, AUGMENTATIONS)
+    for logger in c.train.loggers:
+        _check_choice("train.loggers", logger, LOGGERS)
     finite = math.isfinite
     _check_range("data.val_fraction", c.data.val_fraction, 0 <= c.data.val_fraction < 1, "in [0, 1)")
     tl = c.data.train_limit

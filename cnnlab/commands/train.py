@@ -41,6 +41,8 @@ def register(subparsers) -> None:
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (train.device)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set optim.name=adam (repeatable)")
+    p.add_argument("--logger", action="append", default=[], metavar="NAME",
+                   help="also log to tensorboard or mlflow (train.loggers; repeatable)")
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last.pt")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots at the end")
@@ -62,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         extras = [f"--{dest.replace('_', '-')}" for dest in FLAG_KEYS
                   if getattr(args, dest, None) is not None and dest != "data_dir"]
         extras += (["CONFIG.yaml"] if args.config else []) + (["--set"] if args.set else [])
+        extras += ["--logger"] if args.logger else []
         if extras:
             raise ConfigError(
                 f"--resume {args.resume} continues the run with its own config.yaml; drop "
@@ -71,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
                        data_dir=args.data_dir)
     else:
         overrides = {**_flag_overrides(args), **parse_overrides(args.set)}
+        if args.logger:
+            overrides["train.loggers"] = list(dict.fromkeys(args.logger))
         config = load_config(args.config, overrides)
         result = train(config, quiet=args.quiet, plots=not args.no_plots)
     print_result(result)

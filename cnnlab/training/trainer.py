@@ -24,6 +24,7 @@ from cnnlab.errors import ConfigError, TrainingInterrupted
 from cnnlab.runs import RunLog, checkpoint_path
 from cnnlab.training import callbacks as cb
 from cnnlab.training.checkpoint import load_checkpoint
+from cnnlab.training.loggers import finish_loggers, make_loggers
 from cnnlab.training.loop import evaluate, fit
 from cnnlab.training.run import Run
 from cnnlab.training.runtime import compute_threads, set_seed, sigterm_as_interrupt, tune_allocator
@@ -208,9 +209,11 @@ def _execute(session: Session, run_dir: Path, checkpoint, extra_callbacks, quiet
     log = RunLog(run_dir / runs.LOG_FILE)
     config.save(run_dir / runs.CONFIG_FILE)  # first: it is what makes the folder a run
     runs.write_model_args(run_dir, session.model_args)
+    previous = runs.read_result(run_dir).get("loggers") if checkpoint is not None else None
     result = _static_result(session, run_dir)
     callbacks = _standard_callbacks(session, run_dir, log, quiet)
-    callbacks[-1:-1] = list(extra_callbacks)  # user callbacks run before last.pt is written
+    trackers = make_loggers(config, run_dir, previous, warn=log.write)  # train.loggers
+    callbacks[-1:-1] = trackers + list(extra_callbacks)  # these run before last.pt is written
     initial_epoch, history = 0, []
     if checkpoint is not None:
         initial_epoch, history = _restore(session, checkpoint, callbacks, run_dir)
@@ -230,6 +233,7 @@ def _execute(session: Session, run_dir: Path, checkpoint, extra_callbacks, quiet
     except KeyboardInterrupt:
         done = _epochs_done(run_dir)
         result.update(status="interrupted", epochs_run=done, **timer.summary())
+        finish_loggers(trackers, result)
         runs.write_result(run_dir, result)
         message = (f"Training stopped by Ctrl-C or SIGTERM after epoch {done} of "
                    f"{config.train.epochs}; last checkpoint and metrics.csv are saved in "
@@ -239,11 +243,15 @@ def _execute(session: Session, run_dir: Path, checkpoint, extra_callbacks, quiet
     except Exception as err:
         result.update(status="failed", error=f"{type(err).__name__}: {err}",
                       epochs_run=_epochs_done(run_dir), **timer.summary())
+        finish_loggers(trackers, result)
         runs.write_result(run_dir, result)
         log.write("failed: " + "".join(traceback.format_exception(err)).rstrip())
         raise
     runs.write_result(run_dir, result)
     log.write(_summary_line(result))
+    if trackers:  # after result.json and log.txt are final: they go to MLflow as artifacts
+        finish_loggers(trackers, result)
+        runs.write_result(run_dir, result)
     return Run.load(run_dir)
 
 
