@@ -15,7 +15,7 @@ import warnings
 
 # Command modules, one per command and named after it, in the order `cnnlab --help` lists them.
 COMMAND_MODULES = ("train", "demo", "datasets", "models", "check", "summary", "diagram", "plot",
-                   "predict", "export", "study", "report", "compare", "runs")
+                   "predict", "export", "lr_find", "study", "report", "compare", "runs")
 
 
 def build_parser() -> argparse.ArgumentParser:
