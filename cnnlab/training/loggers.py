@@ -19,7 +19,10 @@ off; training never stops for it. Where each tracker logged is kept in result.js
 - MLflow (`MlflowClient`, needs `pip install 'cnnlab[mlflow]'`): params = the flattened config,
   metrics per epoch (step = epoch), tags `model`, `dataset`, `engine`, `status`, the run folder
   as artifacts. Tracking URI: `train.mlflow_uri`, else `$MLFLOW_TRACKING_URI`, else a file
-  store `<train.out>/mlruns`. Experiment `cnnlab`. Unless set, requests fail fast
+  store `<train.out>/mlruns`. Experiment `cnnlab`. A study run (a run folder
+  `<study>/runs/<variant>/<name>/v<N>` beside `<study>/study.json`) defaults to the store
+  `<study>/mlruns` and is a child (`mlflow.parentRunId`) of one parent run per study and URI,
+  recorded in `<study>/mlflow_parent.json`. Unless set, requests fail fast
   (`MLFLOW_HTTP_REQUEST_MAX_RETRIES=1`, `MLFLOW_HTTP_REQUEST_TIMEOUT=10`) so a dead server
   costs seconds, not minutes.
 """
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 import warnings
 from pathlib import Path
 
@@ -39,6 +43,8 @@ SCALARS = {"train_loss": "loss/train", "val_loss": "loss/val", "train_acc": "acc
            "val_acc": "acc/val", "lr": "lr", "epoch_s": "epoch_s"}
 FINAL_METRICS = ("test_acc", "test_loss", "best_val_acc")
 FIGURES = ("curves", "confusion", "predictions", "mistakes")
+STUDY_STATE = "study.json"  # what marks a study folder (cnnlab.study.runner writes it)
+PARENT_FILE = "mlflow_parent.json"
 
 
 def flatten(config: dict) -> dict:
@@ -145,13 +151,15 @@ class MLflowLogger(TrackerLogger):
 
     def __init__(self, run_dir, config: dict, uri=None, run_id=None, warn=None):
         super().__init__(run_dir, config, warn)
-        out = Path((config.get("train") or {}).get("out") or "runs")
+        self.study_dir = study_dir_of(self.run_dir)
+        out = self.study_dir or Path((config.get("train") or {}).get("out") or "runs")
         self.uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or (out.resolve() / "mlruns").as_uri()
         self.run_id = run_id
+        self.parent_id = None
         self.client = None
 
     def record(self) -> dict:
-        return {"uri": self.uri, "run_id": self.run_id}
+        return {"uri": self.uri, "run_id": self.run_id, "parent_run_id": self.parent_id}
 
     def _start(self):
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
@@ -165,13 +173,14 @@ class MLflowLogger(TrackerLogger):
         if self.run_id is not None:  # a resumed run continues its MLflow run
             self.client.update_run(self.run_id, status="RUNNING")
             return
-        experiment = self.client.get_experiment_by_name(EXPERIMENT)
-        experiment_id = (experiment.experiment_id if experiment is not None
-                         else self.client.create_experiment(EXPERIMENT))
+        experiment_id = _experiment_id(self.client, EXPERIMENT)
         c = self.config
         tags = {"model": (c.get("model") or {}).get("name"), "dataset": (c.get("data") or {}).get("dataset"),
                 "engine": (c.get("train") or {}).get("engine"), "status": "running",
                 "run_folder": str(self.run_dir.resolve())}
+        if self.study_dir is not None:  # a study run is a child of the study's parent run
+            self.parent_id = study_parent_run(self.client, self.uri, self.study_dir, experiment_id)
+            tags.update({"mlflow.parentRunId": self.parent_id, "study": self.study_dir.name})
         run = self.client.create_run(experiment_id, tags={k: str(v) for k, v in tags.items()},
                                      run_name=f"{self.run_dir.parent.name}/{self.run_dir.name}")
         self.run_id = run.info.run_id
@@ -183,8 +192,6 @@ class MLflowLogger(TrackerLogger):
         self._safe(f"starting a run at {self.uri}", self._start)
 
     def _epoch(self, epoch, logs):
-        import time
-
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
@@ -197,8 +204,6 @@ class MLflowLogger(TrackerLogger):
             self._safe(f"logging epoch {epoch}", self._epoch, epoch, logs)
 
     def _finish(self, result):
-        import time
-
         from mlflow.entities import Metric, RunTag
 
         now = int(time.time() * 1000)
@@ -209,10 +214,64 @@ class MLflowLogger(TrackerLogger):
         self.client.log_artifacts(self.run_id, str(self.run_dir), artifact_path="run")
         finished = {"completed": "FINISHED", "interrupted": "KILLED"}.get(status, "FAILED")
         self.client.set_terminated(self.run_id, finished)
+        if self.parent_id is not None:  # the parent ends with its latest child; reopened by the next
+            self.client.set_terminated(self.parent_id, "FINISHED")
 
     def finish(self, result):
         if self.client is not None:
             self._safe("writing the final metrics and artifacts", self._finish, result)
+
+
+def study_dir_of(run_dir: Path) -> Path | None:
+    """The study folder of a study run (`<study>/runs/<variant>/<name>/v<N>`, with study.json),
+    else None."""
+    parents = Path(run_dir).resolve().parents
+    if len(parents) > 3 and parents[2].name == "runs" and (parents[3] / STUDY_STATE).is_file():
+        return parents[3]
+    return None
+
+
+def _experiment_id(client, name: str) -> str:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    try:
+        return client.create_experiment(name)
+    except Exception:  # noqa: BLE001 - a parallel worker created it first
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
+def study_parent_run(client, uri: str, study_dir: Path, experiment_id: str) -> str:
+    """The study's parent run id for `uri`: made once, kept in `<study>/mlflow_parent.json`
+    (keyed by URI), under a lock file so parallel workers agree on one parent."""
+    from cnnlab.utils import read_json, write_json
+
+    record, lock = study_dir / PARENT_FILE, study_dir / f".{PARENT_FILE}.lock"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{lock} held for over 60 s; delete it if no study is running")
+            time.sleep(0.1)
+    try:
+        parents = read_json(record) if record.is_file() else {}
+        if uri not in parents:
+            run = client.create_run(experiment_id, run_name=study_dir.name,
+                                    tags={"study": study_dir.name, "study_folder": str(study_dir)})
+            parents[uri] = run.info.run_id
+            write_json(record, parents)
+        else:
+            client.update_run(parents[uri], status="RUNNING")
+        return parents[uri]
+    finally:
+        os.close(fd)
+        os.unlink(lock)
 
 
 def make_loggers(config, run_dir, previous: dict | None = None, warn=None) -> list[TrackerLogger]:

@@ -139,3 +139,31 @@ def test_logger_flag_of_the_train_command(tmp_path, capsys):
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
     assert main(["train", "--logger", "tensorbord"]) == 2
     assert "Did you mean 'tensorboard'?" in capsys.readouterr().err.replace("\n", " ")
+
+
+def test_study_runs_are_mlflow_children_of_one_parent_run(tmp_path, monkeypatch):
+    """Runs in a study's layout (<study>/runs/<variant>/<name>/v<N>, beside study.json, as
+    cnnlab.study.runner writes them) share the study's store and one parent run."""
+    import yaml
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    study_dir = tmp_path / "studies" / "s"
+    study_dir.mkdir(parents=True)
+    (study_dir / "study.json").write_text("{}")
+    for seed in (0, 1):
+        config = _tiny(tmp_path, loggers=["mlflow", "tensorboard"], epochs=1, seed=seed)
+        cnnlab.train(config, out=study_dir / "runs" / "lr=0.05", name=f"seed{seed}", quiet=True, plots=False)
+    uri = (study_dir / "mlruns").as_uri()  # one store for the whole study
+    parent_id = yaml.safe_load((study_dir / "mlflow_parent.json").read_text())[uri]
+    client = MlflowClient(tracking_uri=uri)
+    parent = client.get_run(parent_id)
+    children = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{parent_id}'")
+    assert len(children) == 2 and {c.data.tags["status"] for c in children} == {"completed"}
+    assert {c.data.params["train.seed"] for c in children} == {"0", "1"}
+    assert parent.data.tags["study"] == "s" and parent.info.status == "FINISHED"
+    assert not (study_dir / ".mlflow_parent.json.lock").exists()
+    # TensorBoard logs of every run live under the study folder: tensorboard --logdir studies/s
+    assert len({p.parent for p in (study_dir / "runs").rglob("events.out.tfevents.*")}) == 2
