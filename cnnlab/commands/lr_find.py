@@ -41,7 +41,9 @@ def run(args) -> int:
     print(f"wrote {plot}")
     if finding.suggestion is None:
         print("no suggestion: the loss did not clearly fall; widen the range or raise --steps")
-        return 0 if args.apply is None else apply(finding, "")  # apply raises the clear error
+        if args.apply is not None:
+            apply(finding, args.apply)  # raises the error that says why nothing was written
+        return 0
     print(f"suggested lr: {finding.suggestion:.3g}")
     if args.apply is not None:
         out = Path(args.apply) if args.apply else source.with_name(f"{source.stem}.lr.yaml")

@@ -167,3 +167,41 @@ def test_study_runs_are_mlflow_children_of_one_parent_run(tmp_path, monkeypatch)
     assert not (study_dir / ".mlflow_parent.json.lock").exists()
     # TensorBoard logs of every run live under the study folder: tensorboard --logdir studies/s
     assert len({p.parent for p in (study_dir / "runs").rglob("events.out.tfevents.*")}) == 2
+
+
+def test_a_resumed_run_continues_its_tensorboard_folder_and_mlflow_run(tmp_path, monkeypatch):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from cnnlab.errors import TrainingInterrupted
+    from cnnlab.training import Callback
+
+    class StopAt2(Callback):
+        def on_epoch_begin(self, epoch, logs):
+            if epoch == 2:
+                raise KeyboardInterrupt
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    config = _tiny(tmp_path, loggers=["tensorboard", "mlflow"], epochs=3)
+    with pytest.raises(TrainingInterrupted):
+        cnnlab.train(config, quiet=True, plots=False, callbacks=[StopAt2()])
+    run_dir = tmp_path / "runs" / "tiny" / "v1"
+    first = runs.read_result(run_dir)["loggers"]
+    run = cnnlab.train(resume=run_dir, quiet=True, plots=False)
+    assert run.result["loggers"]["mlflow"]["run_id"] == first["mlflow"]["run_id"]
+    client, found = _mlflow_readback(first["mlflow"]["uri"], first["mlflow"]["run_id"])
+    assert [m.step for m in client.get_metric_history(found.info.run_id, "train_loss")] == [1, 2, 3]
+    assert found.info.status == "FINISHED" and found.data.tags["status"] == "completed"
+    events = EventAccumulator(first["tensorboard"]["logdir"])
+    events.Reload()
+    assert [e.step for e in events.Scalars("loss/train")] == [1, 2, 3]
+
+
+def test_a_tensorboard_folder_that_cannot_be_written_warns_once(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the log directory should be")
+    with pytest.warns(RuntimeWarning, match="tensorboard logger failed") as caught:
+        run = cnnlab.train(_tiny(tmp_path, loggers=["tensorboard"], tensorboard_dir=str(blocker / "tb")),
+                           quiet=True, plots=False)
+    assert len([w for w in caught if "logger failed" in str(w.message)]) == 1
+    assert run.result["status"] == "completed" and len(run.metrics) == 2
+    assert (run.path / runs.LOG_FILE).read_text().count("tensorboard logger failed") == 1
