@@ -14,16 +14,19 @@ from cnnlab import runs
 from cnnlab.results.plots import plot_run
 from cnnlab.training import Run
 from cnnlab.training import train as train_only
+from cnnlab.training.loggers import log_figures
 
 __all__ = ["train"]
 
 
 def train(config=None, out=None, name=None, resume=None, *, callbacks=(), quiet: bool = False,
-          plots: bool = True) -> Run:
+          plots: bool = True, data_dir=None) -> Run:
     """Train a model (see `cnnlab.training.train`) and, with `plots`, draw its figures."""
-    run = train_only(config, out, name, resume, callbacks=callbacks, quiet=quiet)
+    run = train_only(config, out, name, resume, callbacks=callbacks, quiet=quiet, data_dir=data_dir)
     if plots:
         write_plots(run.path)
+        if run.result.get("loggers"):  # the figures go to TensorBoard / MLflow too
+            log_figures(run.path, run.result, warn=runs.RunLog(run.path / runs.LOG_FILE).write)
     return run
 
 

@@ -11,10 +11,11 @@ import importlib
 import os
 import sys
 import textwrap
+import warnings
 
 # Command modules, one per command and named after it, in the order `cnnlab --help` lists them.
 COMMAND_MODULES = ("train", "demo", "datasets", "models", "check", "summary", "diagram", "plot",
-                   "predict", "study", "report", "compare")
+                   "predict", "export", "lr_find", "study", "report", "compare", "runs")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +28,16 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMAND_MODULES:
         module = importlib.import_module(f"cnnlab.commands.{name}")
         module.register(subparsers)
+    for sub in subparsers.choices.values():  # `cnnlab train ... --debug` works too
+        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                         help="show full tracebacks on errors")
     return parser
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Python warnings as one line, `warning: <message>`, without the source path and code."""
+    text = " ".join(str(message).split())
+    print(f"warning: {text}", file=file or sys.stderr)
 
 
 def _paragraph(message: str) -> str:
@@ -41,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("CNNLAB_DEBUG") == "1"
+    previous_showwarning = warnings.showwarning
+    if not debug:
+        warnings.showwarning = _show_warning
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
@@ -67,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    finally:
+        warnings.showwarning = previous_showwarning
 
 
 if __name__ == "__main__":  # pragma: no cover

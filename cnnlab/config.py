@@ -40,6 +40,8 @@ from cnnlab.utils import atomic_write_text, did_you_mean
 # (`cnnlab.engines`), optimisers and schedules (`cnnlab.engines.optim`, which also defines the
 # `optim` and `schedule` sections), augmentations (`cnnlab.data.augment`), zoo models.
 MONITORS = ("val_acc", "val_loss", "train_acc", "train_loss")
+LOGGERS = ("tensorboard", "mlflow")  # implemented in cnnlab.training.loggers (above this layer)
+SPEC_LABEL = "spec"  # the model label of an inline model.spec given without model.name
 
 
 class FrozenMapping(Mapping):
@@ -99,7 +101,8 @@ class DataConfig:
 class ModelConfig:
     """Which network to train.
 
-    name: a zoo name (`cnnlab models` lists them), or a label for an inline `spec`.
+    name: a zoo name (`cnnlab models` lists them), or a label for an inline `spec` (a spec
+        given without a name is labelled `spec`, never the default zoo name).
     spec: optional inline layer list in the spec language (see `cnnlab.models.spec`); when
         given it is built instead of the zoo entry.
     whiten: initialise the first conv from the training set's patch statistics (patch
@@ -144,6 +147,12 @@ class TrainConfig:
         every batch and used for evaluation and the best checkpoint (None or 0: off).
     compile: torch.compile the model (torch engine; pays for long runs and on GPUs, see the
         README).
+    loggers: experiment trackers fed as callbacks, any of tensorboard, mlflow (see
+        `cnnlab.training.loggers`); a tracker that fails warns once and never stops training.
+    tensorboard_dir: TensorBoard log directory (None: `<run folder>/tensorboard`, so
+        `tensorboard --logdir runs` or `--logdir studies/<name>` compares the runs).
+    mlflow_uri: MLflow tracking URI (None: `$MLFLOW_TRACKING_URI`, else a file store
+        `<out>/mlruns` beside the runs).
     """
 
     epochs: int = 10
@@ -161,6 +170,9 @@ class TrainConfig:
     out: str = "runs"
     ema: Optional[float] = None
     compile: bool = False
+    loggers: tuple[str, ...] = ()
+    tensorboard_dir: Optional[str] = None
+    mlflow_uri: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -375,6 +387,7 @@ def _build_section(section: str, values: Mapping):
     if section == "model":
         if "spec" in kwargs and kwargs["spec"] is not None:
             kwargs["spec"] = copy.deepcopy(kwargs["spec"])
+            kwargs.setdefault("name", SPEC_LABEL)
         kwargs["options"] = FrozenMapping(
             _check_model_options(kwargs.get("name", ModelConfig.name), kwargs.get("spec"), extra)
         )
@@ -500,6 +513,8 @@ def _check_values(c: Config) -> None:
         _check_choice("eval.tta", view, TTA_VIEWS)
     _check_range("data.translate", c.data.translate, c.data.translate >= 0, "an integer >= 0")
     _check_range("data.cutout", c.data.cutout, c.data.cutout >= 1, "an integer >= 1")
+    for logger in c.train.loggers:
+        _check_choice("train.loggers", logger, LOGGERS)
     finite = math.isfinite
     _check_range("data.val_fraction", c.data.val_fraction, 0 <= c.data.val_fraction < 1, "in [0, 1)")
     tl = c.data.train_limit

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from cnnlab import engines
 from cnnlab.errors import ConfigError
-from cnnlab.utils import atomic_write_text, read_json, write_json
+from cnnlab.utils import atomic_write_text, did_you_mean, read_json, write_json
 
 CONFIG_FILE = "config.yaml"
 MODEL_FILE = "model.json"
@@ -252,8 +252,8 @@ def read_model_args(run_dir: str | os.PathLike) -> ModelArgs:
             f"{', '.join(missing)} (the run is incomplete), so its model cannot be rebuilt."
         )
     model = dict(config.get("model") or {})
-    name = model.pop("name", "small_cnn")
     spec = model.pop("spec", None)
+    name = model.pop("name", None) or ("spec" if spec is not None else "small_cnn")
     return ModelArgs(ref=spec if spec is not None else name, options={} if spec is not None else model,
                      input_shape=tuple(result["input_shape"]), num_classes=int(result["num_classes"]),
                      engine=(config.get("train") or {}).get("engine", "torch"), label=name)
@@ -286,3 +286,85 @@ def read_run(path: str | os.PathLike) -> RunRecord:
     if not path.is_dir():
         raise ConfigError(f"Run folder '{path}' does not exist; give a folder written by `cnnlab train`.")
     return RunRecord(path, read_config_dict(path), read_metrics(path / METRICS_FILE), read_result(path))
+
+
+# --- listing many run folders ----------------------------------------------------------------
+
+LIST_COLUMNS = ("name", "version", "model", "dataset", "engine", "status", "epochs",
+                "best_val_acc", "test_acc", "s_per_epoch", "date", "path")
+
+
+def find_runs(root: str | os.PathLike) -> list[Path]:
+    """Every run folder at or under `root` (study runs included), sorted by path."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ConfigError(f"'{root}' is not a directory; give the folder that holds run folders "
+                          "(train.out, default runs) or a study folder.")
+    if is_run_dir(root):
+        return [root]
+    return sorted(p.parent for p in root.rglob(CONFIG_FILE) if p.is_file())
+
+
+def run_row(run_dir: str | os.PathLike, root: str | os.PathLike | None = None) -> dict:
+    """One run folder as a flat row of `LIST_COLUMNS` (missing values are None)."""
+    from datetime import datetime
+
+    run_dir = Path(run_dir)
+    result, config = read_result(run_dir), read_config_dict(run_dir)
+    train, model, data = (config.get(k) or {} for k in ("train", "model", "data"))
+    metrics = read_metrics(run_dir / METRICS_FILE)
+    is_version = _VERSION.match(run_dir.name) is not None
+    started = (run_dir / CONFIG_FILE).stat().st_mtime
+    if (run_dir / LOG_FILE).is_file():  # the first line is written when the run starts
+        started = min(started, (run_dir / LOG_FILE).stat().st_mtime)
+    return {
+        "name": result.get("name") or (run_dir.parent.name if is_version else run_dir.name),
+        "version": run_dir.name if is_version else "",
+        "model": result.get("model") or model.get("name") or ("spec" if model.get("spec") else None),
+        "dataset": result.get("dataset") or data.get("dataset"),
+        "engine": result.get("engine") or train.get("engine", "torch"),
+        "status": result.get("status", "missing"),
+        "epochs": result.get("epochs_run", metrics[-1]["epoch"] if metrics else 0),
+        "best_val_acc": result.get("best_val_acc"),
+        "test_acc": result.get("test_acc"),
+        "s_per_epoch": result.get("s_per_epoch"),
+        "date": datetime.fromtimestamp(started).strftime("%Y-%m-%d %H:%M"),
+        "path": str(run_dir.relative_to(root) if root is not None and run_dir != Path(root) else run_dir),
+    }
+
+
+def _matches_filter(row: dict, key: str, wanted: str) -> bool:
+    value = row.get(key)
+    if value is None:
+        return wanted in ("", "none", "None")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            return float(value) == float(wanted)
+        except ValueError:
+            return False
+    return str(value) == wanted
+
+
+def list_runs(root: str | os.PathLike = "runs", sort: str | None = None,
+              filters=()) -> list[dict]:
+    """One row (dict of `LIST_COLUMNS`) per run folder under `root`.
+
+    filters: `"key=value"` strings, all of which must hold (numbers compare as numbers).
+    sort: a column; `-column` sorts descending. Missing values sort last.
+    """
+    rows = [run_row(path, root) for path in find_runs(root)]
+    for item in filters or ():
+        key, eq, wanted = str(item).partition("=")
+        if not eq or key not in LIST_COLUMNS:
+            raise ConfigError(f"A filter must be 'key=value' with key one of {', '.join(LIST_COLUMNS)}; "
+                              f"got {item!r}.{did_you_mean(key, LIST_COLUMNS)}")
+        rows = [r for r in rows if _matches_filter(r, key, wanted)]
+    if sort:
+        key = sort.lstrip("-")
+        if key not in LIST_COLUMNS:
+            raise ConfigError(f"Cannot sort runs by {sort!r}; columns: {', '.join(LIST_COLUMNS)}."
+                              f"{did_you_mean(key, LIST_COLUMNS)}")
+        present = [r for r in rows if r.get(key) is not None]
+        present.sort(key=lambda r: (isinstance(r[key], str), r[key]), reverse=sort.startswith("-"))
+        rows = present + [r for r in rows if r.get(key) is None]
+    return rows

@@ -13,12 +13,12 @@ def register(subparsers) -> None:
                     "checkpoint. Images of another size or mode are converted with a warning.")
     predict.add_argument("run_dir", metavar="RUN_DIR")
     predict.add_argument("images", nargs="*", metavar="IMAGE_FILE", help="image files to classify")
-    predict.add_argument("--dataset", metavar="NAME", help="predict a dataset split instead of files")
+    predict.add_argument("--dataset", metavar="NAME", help="predict a dataset split (default: the run's own dataset when no files are given)")
     predict.add_argument("--split", default="test", help="the dataset split (default test)")
     predict.add_argument("--data-dir", default=None, help="where datasets are stored")
     predict.add_argument("--folder", metavar="DIR", help="classify every image under DIR")
     predict.add_argument("--csv", metavar="OUT.csv", help="write the CSV here (default: standard output)")
-    predict.add_argument("--kaggle", action="store_true", help="Kaggle digit-recognizer format: ImageId,Label")
+    predict.add_argument("--kaggle", action="store_true", help="Kaggle submission format: ImageId,Label (the class name)")
     predict.set_defaults(func=run)
 
 

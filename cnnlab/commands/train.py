@@ -41,6 +41,8 @@ def register(subparsers) -> None:
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (train.device)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set optim.name=adam (repeatable)")
+    p.add_argument("--logger", action="append", default=[], metavar="NAME",
+                   help="also log to tensorboard or mlflow (train.loggers; repeatable)")
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last.pt")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots at the end")
@@ -60,16 +62,20 @@ def run(args: argparse.Namespace) -> int:
 
     if args.resume:
         extras = [f"--{dest.replace('_', '-')}" for dest in FLAG_KEYS
-                  if getattr(args, dest, None) is not None]
+                  if getattr(args, dest, None) is not None and dest != "data_dir"]
         extras += (["CONFIG.yaml"] if args.config else []) + (["--set"] if args.set else [])
+        extras += ["--logger"] if args.logger else []
         if extras:
             raise ConfigError(
                 f"--resume {args.resume} continues the run with its own config.yaml; drop "
-                f"{', '.join(extras)}."
+                f"{', '.join(extras)} (--data-dir is accepted, for data that moved)."
             )
-        result = train(resume=args.resume, quiet=args.quiet, plots=not args.no_plots)
+        result = train(resume=args.resume, quiet=args.quiet, plots=not args.no_plots,
+                       data_dir=args.data_dir)
     else:
         overrides = {**_flag_overrides(args), **parse_overrides(args.set)}
+        if args.logger:
+            overrides["train.loggers"] = list(dict.fromkeys(args.logger))
         config = load_config(args.config, overrides)
         result = train(config, quiet=args.quiet, plots=not args.no_plots)
     print_result(result)
@@ -87,10 +93,13 @@ def exit_code(run) -> int:
 
 
 def print_result(run) -> None:
+    from cnnlab.training.trainer import early_stop_text
+
     r = run.result
     acc = r.get("test_acc")
     acc_text = f"test accuracy {100 * acc:.2f}%" if acc is not None else "no test accuracy"
     print(f"{r.get('status')}: {r.get('model')} on {r.get('dataset')}, {acc_text} "
           f"(best epoch {r.get('best_epoch')} of {r.get('epochs_run')}, "
-          f"{r.get('s_per_epoch') or 0:.2f} s/epoch on {r.get('device')})")
+          f"{r.get('s_per_epoch') or 0:.2f} s/epoch on {r.get('device')})"
+          + (f"; {early}" if (early := early_stop_text(r)) else ""))
     print(f"run folder: {run.path}")

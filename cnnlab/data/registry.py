@@ -141,6 +141,16 @@ def load(name: str, data_dir: str | os.PathLike | None = None, download: bool = 
     return _load_idx(spec, *paths)
 
 
+def _image_folder_copy(name: str, root: Path) -> Path | None:
+    """A `<name>-jpg.tar` (or extracted `<name>-jpg/`) image folder in the data directory, which
+    `folder:PATH` can read instead of the canonical files (CIFAR-10 is kept so here)."""
+    for folder in (root, root / name):
+        for candidate in (folder / f"{name}-jpg.tar", folder / f"{name}-jpg"):
+            if candidate.exists():
+                return candidate
+    return None
+
+
 def describe(data_dir: str | os.PathLike | None = None) -> list[dict]:
     """One dict per registered dataset: name, location, present, verified (None: no checksum), note.
 
@@ -160,8 +170,12 @@ def describe(data_dir: str | os.PathLike | None = None) -> list[dict]:
         location = str(found[0].parent) if found else str(root / spec.name)
         if len(found) < len(paths):
             missing = [f for f, p in zip(spec.files, paths) if p is None]
+            note = f"missing {_listing(missing)}; downloaded on first use"
+            images = _image_folder_copy(spec.name, root)
+            if images is not None:
+                note += f"; or use the image folder found here: --dataset folder:{images}"
             rows.append(dict(name=spec.name, location=location, present=False, verified=None,
-                             note=f"missing {_listing(missing)}; downloaded on first use"))
+                             note=note))
             continue
         bad = [p.name for f, p in zip(spec.files, paths) if not _matches(f, p)]
         rows.append(dict(name=spec.name, location=location, present=True, verified=not bad,

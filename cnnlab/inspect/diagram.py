@@ -9,6 +9,7 @@ in a side lane, through its downsample layers when it has them, into an add node
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from cnnlab.utils import save_figure
 
 ORIENTATIONS = ("vertical", "horizontal")
 FIGURE_SUFFIXES = (".png", ".svg", ".pdf")
+TITLE_CHAR_WIDTH = 0.62  # a bold character's mean width, in units of the font size
 RESIDUAL_KINDS = ("BasicBlock",)  # blocks whose output is body(x) + shortcut(x)
 SHORTCUT_CHILD = "downsample"
 
@@ -241,6 +243,12 @@ def draw(plan: Layout, orientation: str = "vertical", title: str = ""):
     margin, title_space = 0.45, 0.35
     along = (plan.length - 1) * g.step + (g.box_h if vertical else g.box_w) + 2 * margin
     across = (lanes - 1) * g.lane_gap + (g.box_w if vertical else g.box_h) + 2 * margin
+    title_font = g.font + 1.5
+    if title:  # wrap to the figure's width, so a narrow model's title is not cut off
+        fig_width = across if vertical else along
+        per_line = max(12, int((fig_width - 0.3) / (TITLE_CHAR_WIDTH * title_font / 72)))
+        title = "\n".join(textwrap.wrap(title, per_line, break_on_hyphens=False)) or title
+        title_space += (title.count("\n")) * title_font * 1.3 / 72
     width, height = (across, along + title_space) if vertical else (along, across + title_space)
     fig = Figure(figsize=(width, height), dpi=100)
     ax = fig.add_axes((0, 0, 1, 1))
@@ -311,7 +319,8 @@ def draw(plan: Layout, orientation: str = "vertical", title: str = ""):
         ax.add_patch(FancyArrowPatch(bend, end, **skip))
 
     if title:
-        ax.text(left_edge + 0.15, top_edge - 0.1, title, ha="left", va="top", fontsize=g.font + 1.5, weight="bold")
+        ax.text(left_edge + 0.15, top_edge - 0.1, title, ha="left", va="top", fontsize=title_font,
+                weight="bold", linespacing=1.15)
     return fig
 
 

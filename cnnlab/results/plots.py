@@ -20,6 +20,8 @@ from cnnlab.training import Run
 from cnnlab.utils import save_figure
 
 PLOT_FILES = ("curves.png", "confusion.png", "predictions.png")
+MISTAKES_FILE = "mistakes"  # the --mistakes grid, beside predictions.png
+FIGURE_FORMATS = ("png", "svg", "pdf")
 CORRECT_COLOUR, MISTAKE_COLOUR = "#1a7f37", "#cf222e"
 GRID_TITLE_SPACE, GRID_GAP = 0.32, 0.08  # prediction grid, in units of one image
 
@@ -102,12 +104,19 @@ def curves(run):
         ax.set_ylabel("%" if metric == "acc" else "cross-entropy")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    lr_ax.plot(epochs, _series(metrics, "lr"), "-", color="tab:purple")
+    lrs = _series(metrics, "lr")
+    lr_ax.plot(epochs, lrs, "-", color="tab:purple")
     lr_ax.set_ylabel("learning rate")
     lr_ax.set_xlabel("epoch")
     lr_ax.grid(alpha=0.3)
-    lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
-    lr_ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+    # no offset axis (a constant 1e-3 drawn as 0.95..1.05 + 1e-3 reads as a schedule)
+    lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3), useOffset=False)
+    finite = lrs[np.isfinite(lrs)]
+    if finite.size and np.ptp(finite) <= 1e-9 * max(abs(finite.max()), 1e-30):
+        top = abs(float(finite.max())) or 1.0  # a constant LR: show it from zero
+        lr_ax.set_ylim(0, 1.5 * top)
+    for ax in (loss_ax, acc_ax, lr_ax):  # epochs are whole numbers on every panel
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     status = (run.result or {}).get("status")
     path = Path(getattr(run, "path", "run"))
     name = f"{path.parent.name}/{path.name}" if path.parent.name else path.name
@@ -214,20 +223,26 @@ def predictions(run, n: int = 25, mistakes_only: bool = False, outputs: Evaluati
     return fig
 
 
-def plot_run(run_dir, mistakes_only: bool = False) -> list[Path]:
+def plot_run(run_dir, mistakes_only: bool = False, fmt: str = "png") -> list[Path]:
     """Write curves.png, confusion.png and predictions.png into the run folder.
 
     The curves need only metrics.csv, so they are written even when the test set cannot be
     predicted (no checkpoint yet, dataset gone); the other two are then skipped with a warning.
-    Returns the paths written.
+    `mistakes_only` writes the grid of the most confident mistakes as mistakes.png (the sample
+    grid predictions.png is left alone). `fmt`: png, svg or pdf. Returns the paths written.
     """
+    if fmt not in FIGURE_FORMATS:
+        raise CnnlabError(f"Figure format must be one of {', '.join(FIGURE_FORMATS)}; got {fmt!r}.")
     run = load_run(run_dir)
     folder = Path(getattr(run, "path", run_dir))
-    written = [save_figure(curves(run), folder / PLOT_FILES[0])]
+    names = [Path(n).stem for n in PLOT_FILES]
+    if mistakes_only:
+        names[2] = MISTAKES_FILE
+    written = [save_figure(curves(run), folder / f"{names[0]}.{fmt}")]
     try:
         outputs = evaluate_test_set(run)
     except CnnlabError as err:
-        warnings.warn(f"{PLOT_FILES[1]} and {PLOT_FILES[2]} skipped for {folder}: {err}", stacklevel=2)
+        warnings.warn(f"{names[1]}.{fmt} and {names[2]}.{fmt} skipped for {folder}: {err}", stacklevel=2)
         return written
     figures = (confusion(run, outputs), predictions(run, mistakes_only=mistakes_only, outputs=outputs))
-    return written + [save_figure(fig, folder / name) for fig, name in zip(figures, PLOT_FILES[1:])]
+    return written + [save_figure(fig, folder / f"{name}.{fmt}") for fig, name in zip(figures, names[1:])]

@@ -101,10 +101,17 @@ def _probabilities(run, images: np.ndarray, batch_size: int) -> np.ndarray:
 
 def predict(run, *, dataset: str | None = None, split: str = "test", files=(), folder=None,
             data_dir=None, batch_size: int = 256) -> Predictions:
-    """Predict a dataset split (`dataset=`), image `files` or every image under `folder`."""
+    """Predict a dataset split (`dataset=`), image `files` or every image under `folder`.
+
+    With none of them, the run's own dataset (its data directory, `split` default test)."""
     run = load_run(run)
     classes = tuple(run.classes)
     files = list(files or ())
+    own = getattr(getattr(run, "config", None), "data", None)
+    if not (dataset or files or folder) and own is not None:  # default: the run's own dataset
+        dataset = own.dataset
+    if own is not None and dataset == own.dataset and data_dir is None:
+        data_dir = own.data_dir
     sources = sum(bool(s) for s in (dataset, files, folder))
     if sources != 1:
         raise DataError(
@@ -145,9 +152,10 @@ def csv_text(predictions: Predictions, kaggle: bool = False) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     labels = predictions.labels
-    if kaggle:  # the digit-recognizer submission format: 1-based ids, the label index
+    if kaggle:  # Kaggle's submission format: 1-based ids, the class name (digits: "0".."9")
         writer.writerow(["ImageId", "Label"])
-        writer.writerows([i + 1, int(label)] for i, label in enumerate(labels))
+        names = predictions.classes
+        writer.writerows([i + 1, names[label] if names else int(label)] for i, label in enumerate(labels))
         return buffer.getvalue()
     classes = predictions.classes
     truth = predictions.true_labels

@@ -33,6 +33,17 @@ class Run:
         return cls(path=record.path, config=Config.from_dict(record.config),
                    metrics=record.metrics, result=record.result)
 
+    @staticmethod
+    def list(root: str | os.PathLike = "runs", sort: str | None = None, filters=()):
+        """One row per run folder under `root` (see `cnnlab.runs.list_runs`): a pandas DataFrame
+        when pandas is installed, else a list of dicts."""
+        rows = runs.list_runs(root, sort=sort, filters=filters)
+        try:
+            import pandas as pd
+        except ImportError:
+            return rows
+        return pd.DataFrame(rows, columns=list(runs.LIST_COLUMNS))
+
     def __repr__(self) -> str:
         r = self.result
         return (f"Run('{self.path}', status={r.get('status')!r}, epochs={len(self.metrics)}, "

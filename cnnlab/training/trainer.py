@@ -24,6 +24,7 @@ from cnnlab.errors import ConfigError, TrainingInterrupted
 from cnnlab.runs import RunLog, checkpoint_path
 from cnnlab.training import callbacks as cb
 from cnnlab.training.checkpoint import load_checkpoint
+from cnnlab.training.loggers import finish_loggers, make_loggers
 from cnnlab.training.loop import evaluate, fit
 from cnnlab.training.run import Run
 from cnnlab.training.runtime import compute_threads, set_seed, sigterm_as_interrupt, tune_allocator
@@ -88,7 +89,8 @@ def build_session(config: Config) -> Session:
                    model_args=model_args)
 
 
-def train(config=None, out=None, name=None, resume=None, *, callbacks=(), quiet: bool = False) -> Run:
+def train(config=None, out=None, name=None, resume=None, *, callbacks=(), quiet: bool = False,
+          data_dir=None) -> Run:
     """Train a model and return its `Run`.
 
     config: a Config, a dict in the YAML form, a YAML path, or None for the defaults.
@@ -96,6 +98,9 @@ def train(config=None, out=None, name=None, resume=None, *, callbacks=(), quiet:
     resume: a run folder to continue from its last.pt (config, out and name are then taken
         from the run). callbacks: extra `Callback`s, run after the standard ones.
     quiet: no progress output (log.txt is still written).
+    data_dir: where the dataset files are (`data.data_dir`); the one override a resume takes,
+        for data that moved. A relative data directory is stored absolute in config.yaml, so the
+        run can be resumed or reloaded from any working directory.
     """
     if resume is not None:
         if config is not None or out is not None or name is not None:
@@ -110,15 +115,25 @@ def train(config=None, out=None, name=None, resume=None, *, callbacks=(), quiet:
         config = config if isinstance(config, Config) else load_config(config)
         updates = {k: str(v) for k, v in (("train.out", out), ("train.name", name)) if v is not None}
         config = config.replace(**updates) if updates else config
+    config = _absolute_data_dir(config, data_dir)
     with compute_threads(config.train.threads):
         if resume is not None:
-            return _resume(run_dir, callbacks, quiet)
+            return _resume(run_dir, config, callbacks, quiet)
         session = build_session(config)
         run_dir = runs.new_run_dir(config.train.out, runs.run_name(config))
         return _execute(session, run_dir, None, callbacks, quiet)
 
 
-def _resume(run_dir: Path, callbacks, quiet) -> Run:
+def _absolute_data_dir(config: Config, data_dir=None) -> Config:
+    """`data.data_dir` (or `data_dir` when given) as an absolute path; None stays None."""
+    chosen = data_dir if data_dir is not None else config.data.data_dir
+    if chosen is None:
+        return config
+    absolute = str(Path(chosen).expanduser().resolve())
+    return config if absolute == config.data.data_dir else config.replace(**{"data.data_dir": absolute})
+
+
+def _resume(run_dir: Path, config: Config, callbacks, quiet) -> Run:
     previous = Run.load(run_dir)
     if previous.status in ("completed", "diverged"):
         raise ConfigError(
@@ -129,7 +144,7 @@ def _resume(run_dir: Path, callbacks, quiet) -> Run:
     if last is None:
         raise ConfigError(f"Run '{run_dir}' has no last.pt/last.npz to resume from.")
     checkpoint = load_checkpoint(last)
-    session = build_session(previous.config)
+    session = build_session(config)
     return _execute(session, run_dir, checkpoint, callbacks, quiet)
 
 
@@ -204,9 +219,11 @@ def _execute(session: Session, run_dir: Path, checkpoint, extra_callbacks, quiet
     log = RunLog(run_dir / runs.LOG_FILE)
     config.save(run_dir / runs.CONFIG_FILE)  # first: it is what makes the folder a run
     runs.write_model_args(run_dir, session.model_args)
+    previous = runs.read_result(run_dir).get("loggers") if checkpoint is not None else None
     result = _static_result(session, run_dir)
     callbacks = _standard_callbacks(session, run_dir, log, quiet)
-    callbacks[-1:-1] = list(extra_callbacks)  # user callbacks run before last.pt is written
+    trackers = make_loggers(config, run_dir, previous, warn=log.write)  # train.loggers
+    callbacks[-1:-1] = trackers + list(extra_callbacks)  # these run before last.pt is written
     initial_epoch, history = 0, []
     if checkpoint is not None:
         initial_epoch, history = _restore(session, checkpoint, callbacks, run_dir)
@@ -226,6 +243,7 @@ def _execute(session: Session, run_dir: Path, checkpoint, extra_callbacks, quiet
     except KeyboardInterrupt:
         done = _epochs_done(run_dir)
         result.update(status="interrupted", epochs_run=done, **timer.summary())
+        finish_loggers(trackers, result)
         runs.write_result(run_dir, result)
         message = (f"Training stopped by Ctrl-C or SIGTERM after epoch {done} of "
                    f"{config.train.epochs}; last checkpoint and metrics.csv are saved in "
@@ -235,11 +253,15 @@ def _execute(session: Session, run_dir: Path, checkpoint, extra_callbacks, quiet
     except Exception as err:
         result.update(status="failed", error=f"{type(err).__name__}: {err}",
                       epochs_run=_epochs_done(run_dir), **timer.summary())
+        finish_loggers(trackers, result)
         runs.write_result(run_dir, result)
         log.write("failed: " + "".join(traceback.format_exception(err)).rstrip())
         raise
     runs.write_result(run_dir, result)
     log.write(_summary_line(result))
+    if trackers:  # after result.json and log.txt are final: they go to MLflow as artifacts
+        finish_loggers(trackers, result)
+        runs.write_result(run_dir, result)
     return Run.load(run_dir)
 
 
@@ -252,12 +274,14 @@ def _final_metrics(session: Session, run_dir: Path, state, timer) -> dict:
     """Test loss/accuracy from the best checkpoint (evaluated once), plus the run's summary."""
     best_path = checkpoint_path(run_dir, "best")
     test_loss = test_acc = None
-    best = {}
+    best, per_class = {}, None
     if best_path is not None:
         payload = load_checkpoint(best_path)
         session.engine.load_state_dict(payload)
         best = payload.get("best") or {}
         test_loss, test_acc = evaluate(session.engine, session.test_loader, session.config.eval.tta)
+        per_class = per_class_accuracy(session.engine, session.test_loader, session.prepared.classes,
+                                       session.config.eval.tta)
     best_epoch = best.get("epoch")
     best_row = next((r for r in state.history if r["epoch"] == best_epoch), {})
     return {
@@ -265,12 +289,30 @@ def _final_metrics(session: Session, run_dir: Path, state, timer) -> dict:
         "stop_reason": state.stop_reason,
         "test_loss": _finite_or_none(test_loss),
         "test_acc": _finite_or_none(test_acc),
+        "per_class_acc": per_class,
         "best_epoch": best_epoch,
         "best_value": best.get("value"),
         "best_val_acc": _finite_or_none(best_row.get("val_acc")),
         "epochs_run": state.history[-1]["epoch"] if state.history else 0,
         **timer.summary(),
     }
+
+
+def per_class_accuracy(engine, loader, classes, tta=()) -> dict:
+    """{class name: test accuracy of that class (None when the class has no test images)}.
+
+    Predictions average the same test-time augmentation views as the test accuracy."""
+    from cnnlab.data.augment import tta_views
+
+    engine.eval()
+    correct = np.zeros(len(classes), np.int64)
+    total = np.zeros(len(classes), np.int64)
+    for x, y in loader:
+        labels = y.cpu().numpy() if hasattr(y, "cpu") else np.asarray(y)
+        predicted = np.mean([engine.predict(v) for v in tta_views(x, tta)], axis=0).argmax(axis=1)
+        np.add.at(total, labels, 1)
+        np.add.at(correct, labels, predicted == labels)
+    return {str(c): (float(correct[i] / total[i]) if total[i] else None) for i, c in enumerate(classes)}
 
 
 def _finite_or_none(value):
@@ -280,5 +322,12 @@ def _finite_or_none(value):
 def _summary_line(result: dict) -> str:
     acc = result.get("test_acc")
     acc_text = f"test_acc {100 * acc:.2f}%" if acc is not None else "no test accuracy"
-    return (f"{result['status']}: {result['epochs_run']} epoch(s), {acc_text} "
+    line = (f"{result['status']}: {result['epochs_run']} epoch(s), {acc_text} "
             f"(best epoch {result.get('best_epoch')}), {result.get('s_per_epoch') or 0:.2f} s/epoch")
+    return line + (f"; {early}" if (early := early_stop_text(result)) else "")
+
+
+def early_stop_text(result: dict) -> str:
+    """'early stop: ...' when the run ended early (from result.json's stop_reason), else ''."""
+    reason = result.get("stop_reason") or ""
+    return reason if result.get("status") == "completed" and reason.startswith("early stop") else ""

@@ -22,3 +22,11 @@ def test_data_dir_falls_back_to_the_environment(tmp_path, monkeypatch):
     monkeypatch.delenv("CNNLAB_DATA")
     monkeypatch.setenv("HOME", str(tmp_path))
     assert resolve_data_dir() == tmp_path / ".cache" / "cnnlab"
+
+
+def test_datasets_command_points_at_a_cifar10_image_folder_in_the_data_dir(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("CNNLAB_DATA", raising=False)
+    (tmp_path / "cifar10-jpg.tar").write_bytes(b"")  # only its presence is looked at
+    assert main(["datasets", "--data-dir", str(tmp_path)]) == 0
+    cifar = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("cifar10 "))
+    assert " NO " in cifar and f"folder:{tmp_path / 'cifar10-jpg.tar'}" in cifar

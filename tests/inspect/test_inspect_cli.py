@@ -40,7 +40,8 @@ def test_diagram_command_writes_the_file(tmp_path, capsys):
 def test_plot_and_predict_commands_on_a_run(tiny_run, tmp_path, capsys):
     assert main(["plot", str(tiny_run.path), "--mistakes"]) == 0
     printed = capsys.readouterr().out.splitlines()
-    assert printed == [f"wrote {tiny_run.path / name}" for name in ("curves.png", "confusion.png", "predictions.png")]
+    # the mistakes grid goes to mistakes.png, so the sample grid predictions.png is kept
+    assert printed == [f"wrote {tiny_run.path / name}" for name in ("curves.png", "confusion.png", "mistakes.png")]
     with Image.open(tiny_run.path / "confusion.png") as image:
         assert image.size == (920, 800)  # sized for the 10 digit classes
     csv_path = tmp_path / "submission.csv"
@@ -59,3 +60,43 @@ def test_predict_command_prints_csv_and_lists_bad_files(tiny_run, tmp_path, caps
     assert captured.out.splitlines()[0] == "id,label,class," + ",".join(f"p_{d}" for d in range(10))
     assert captured.out.splitlines()[1].startswith(str(good))
     assert "other size or mode" in captured.err and f"skipped unreadable file {bad}" in captured.err
+
+
+def test_diagram_of_a_run_defaults_to_model_png_in_the_run_folder(tiny_run, tmp_path, capsys, monkeypatch):
+    assert main(["diagram", str(tiny_run.path)]) == 0
+    assert (tiny_run.path / "model.png").is_file()
+    assert str(tiny_run.path / "model.png") in capsys.readouterr().out
+    monkeypatch.chdir(tmp_path)
+    assert main(["diagram", "lenet", "--format", "pdf"]) == 0
+    assert (tmp_path / "lenet.pdf").read_bytes().startswith(b"%PDF")
+
+
+def test_a_narrow_models_diagram_title_is_wrapped_inside_the_figure():
+    from cnnlab.inspect import diagram
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = diagram("mlp")
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    title = fig.axes[0].texts[-1]
+    box = title.get_window_extent(renderer)
+    assert "\n" in title.get_text() and box.x1 <= fig.bbox.x1 and box.y1 <= fig.bbox.y1
+
+
+def test_predict_command_defaults_to_the_runs_test_split(tiny_run, capsys):
+    assert main(["predict", str(tiny_run.path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("id,label,class,true_label,true_class")
+    assert len(lines) == 1 + tiny_run.result["test_samples"]
+
+
+def test_python_warnings_print_as_one_line(tiny_run, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(tiny_run.path, copy)
+    (copy / "best.pt").unlink()  # the confusion matrix and grid are skipped with a warning
+    assert main(["plot", str(copy)]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: confusion.png and predictions.png skipped")
+    assert ".py:" not in err[0] and "warnings.warn" not in err[0]

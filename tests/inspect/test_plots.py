@@ -139,3 +139,29 @@ def test_plot_run_keeps_the_curves_when_the_test_set_cannot_be_predicted(tmp_pat
     with pytest.warns(UserWarning, match="confusion.png and predictions.png skipped.*no 'best' checkpoint"):
         paths = plot_run(run)
     assert [p.name for p in paths] == ["curves.png"] and paths[0].stat().st_size > 1000
+
+
+def test_curves_have_integer_epoch_ticks_on_every_panel_and_a_constant_lr_without_offset(tmp_path):
+    run = _fake_run(tmp_path, epochs=3)
+    for row in run.metrics:
+        row["lr"] = 1e-3
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = curves(run)
+    FigureCanvasAgg(fig).draw()
+    for ax in fig.axes:
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    lr_ax = fig.axes[2]
+    formatter = lr_ax.yaxis.get_major_formatter()
+    assert formatter.offset == 0 and "+" not in formatter.get_offset()  # a 1e-3 scale, no offset
+    low, high = lr_ax.get_ylim()
+    assert low == 0 and high == pytest.approx(1.5e-3)
+
+
+def test_plot_run_formats_and_mistakes_file(tmp_path):
+    paths = plot_run(_fake_run(tmp_path / "run"), mistakes_only=True, fmt="svg")
+    assert [p.name for p in paths] == ["curves.svg", "confusion.svg", "mistakes.svg"]
+    assert all(p.read_bytes().startswith(b"<?xml") for p in paths)
+    with pytest.raises(CnnlabError, match="png, svg, pdf"):
+        plot_run(_fake_run(tmp_path / "run"), fmt="jpeg")

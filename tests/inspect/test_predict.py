@@ -91,9 +91,15 @@ def test_csv_with_true_labels_adds_truth_columns():
     assert _result(np.array([1, 1, 0])).accuracy == pytest.approx(1 / 3)
 
 
-def test_kaggle_format_has_one_based_image_ids(tmp_path):
+def test_kaggle_format_has_one_based_image_ids_and_class_names(tmp_path):
     path = write_csv(_result(), tmp_path / "out" / "submission.csv", kaggle=True)
-    assert path.read_text() == "ImageId,Label\n1,1\n2,0\n3,1\n"
+    assert path.read_text() == "ImageId,Label\n1,dog\n2,cat\n3,dog\n"
+
+
+def test_predict_defaults_to_the_runs_own_dataset_and_test_split(tiny_run):
+    result = predict(tiny_run.path)
+    assert result.true_labels is not None and len(result.ids) == tiny_run.result["test_samples"]
+    assert result.accuracy > 0.5
 
 
 def test_dataset_split_of_a_real_run(tiny_run):

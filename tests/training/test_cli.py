@@ -55,3 +55,51 @@ def test_a_diverged_run_exits_non_zero_and_says_why(tmp_path, capsys, one_thread
     assert out.startswith("diverged:")
     assert "error: training diverged: non-finite loss" in err and "Traceback" not in err
     assert (tmp_path / "mlp-digits" / "v1" / "metrics.csv").is_file()  # metrics kept
+
+
+def test_relative_data_dir_is_stored_absolute_and_resume_takes_data_dir(tmp_path, capsys, monkeypatch,
+                                                                        one_thread):
+    import shutil
+    from pathlib import Path
+
+    from cnnlab.errors import TrainingInterrupted
+    from cnnlab.training import Callback, train
+
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("data_fixtures", Path(__file__).parents[1] / "data" / "conftest.py")
+    fixtures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fixtures)  # tests/data's fake MNIST writer
+    write_idx_dataset = fixtures.write_idx_dataset
+
+    class StopAt2(Callback):
+        def on_epoch_begin(self, epoch, logs):
+            if epoch == 2:
+                raise KeyboardInterrupt
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    write_idx_dataset(first / "data" / "mnist", n_train=60, n_test=20, size=8)
+    second.mkdir()
+    monkeypatch.chdir(first)
+    config = {"data": {"dataset": "mnist", "data_dir": "data", "download": False},
+              "model": {"name": "mlp"}, "train": {"epochs": 3, "batch_size": 16, "out": str(tmp_path / "runs")}}
+    with pytest.raises(TrainingInterrupted):
+        train(config, quiet=True, callbacks=[StopAt2()])
+    run_dir = tmp_path / "runs" / "mlp-mnist" / "v1"
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["data"]["data_dir"] == str(first / "data")
+
+    shutil.move(first / "data", tmp_path / "moved")  # the data moved: resume says where it is now
+    monkeypatch.chdir(second)
+    assert main(["train", "--resume", str(run_dir), "--data-dir", "../moved", "--quiet", "--no-plots"]) == 0
+    assert "completed" in capsys.readouterr().out
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["data"]["data_dir"] == str(tmp_path / "moved")
+    assert list(second.iterdir()) == []  # no stray folder where the resume ran
+
+
+def test_debug_is_accepted_after_the_subcommand(tmp_path, monkeypatch):
+    from cnnlab.errors import ConfigError
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--resume", "nowhere"]) == 2
+    with pytest.raises(ConfigError, match="not a run folder"):  # --debug shows the traceback
+        main(["train", "--resume", "nowhere", "--debug"])

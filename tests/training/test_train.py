@@ -114,6 +114,30 @@ def test_early_stopping_ends_a_stalled_run(tiny_config):
                 quiet=True)
     assert run.result["status"] == "completed" and "early stop" in run.result["stop_reason"]
     assert run.result["epochs_run"] == 3 and run.result["best_epoch"] == 1
+    completion = (run.path / "log.txt").read_text().splitlines()[-1]
+    assert completion.startswith("completed: 3 epoch(s)") and "early stop: no val_acc improvement" in completion
+
+
+def test_per_class_test_accuracy_is_in_result_json(tiny_config):
+    run = train(tiny_config(**{"train.epochs": 1}), quiet=True)
+    per_class = json.loads((run.path / "result.json").read_text())["per_class_acc"]
+    assert list(per_class) == [str(d) for d in range(10)]
+    counts = np.bincount(run.test_data().labels, minlength=10)
+    weighted = sum(per_class[str(d)] * counts[d] for d in range(10)) / counts.sum()
+    assert weighted == pytest.approx(run.result["test_acc"], abs=1e-9)
+
+
+def test_a_spec_model_without_a_name_is_labelled_spec(tiny_config, tmp_path):
+    from cnnlab.config import load_config
+
+    spec = ["flatten", {"linear": "classes"}]
+    base = tiny_config().to_dict()
+    base["model"] = {"spec": spec}
+    base["train"].update(name=None, epochs=1)
+    run = train(load_config(base), quiet=True)
+    assert run.path.parent.name == "spec-digits" and run.result["model"] == "spec"
+    assert run.model_args().label == "spec" and run.config.model.name == "spec"
+    assert "run " in (run.path / "log.txt").read_text() and ": spec on digits" in (run.path / "log.txt").read_text()
 
 
 def test_an_exception_marks_the_run_failed_and_is_reraised(tiny_config):
