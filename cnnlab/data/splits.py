@@ -91,6 +91,7 @@ def prepare(data_cfg, seed: int) -> Prepared:
     """
     from cnnlab.data.augment import check_augment
     from cnnlab.data.registry import load
+    from cnnlab.data.sizes import check_split_sizes
 
     check_augment(getattr(data_cfg, "augment", ()) or ())
     splits = load(data_cfg.dataset, getattr(data_cfg, "data_dir", None),
@@ -107,6 +108,7 @@ def prepare(data_cfg, seed: int) -> Prepared:
         raise ConfigError(f"data.val_fraction={fraction} leaves no training samples out of {len(train)}; "
                           "lower it or raise data.train_limit.")
     train, val = train.subset(keep), train.subset(val_idx)
+    check_split_sizes(train, val, val_fraction=fraction, train_limit=limit)
     if getattr(data_cfg, "normalize", True):
         mean, std = channel_stats(train.images)
         # a constant channel would divide by zero; leave it unscaled

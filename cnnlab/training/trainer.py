@@ -22,6 +22,7 @@ from cnnlab.config import Config, load_config
 from cnnlab.errors import ConfigError, TrainingInterrupted
 from cnnlab.training import callbacks as cb
 from cnnlab.training.checkpoint import load_checkpoint
+from cnnlab.training.checks import check_batches
 from cnnlab.training.engines import engine_device, make_engine
 from cnnlab.training.loop import evaluate, fit
 from cnnlab.training.run import Run, RunLog, checkpoint_path, find_run_dir, new_run_dir, run_name
@@ -61,6 +62,7 @@ def build_session(config: Config) -> Session:
     ref = config.model.spec if config.model.spec is not None else config.model.name
     options = _resolved_options(config)
     node = models.resolve(ref, prepared.input_shape, prepared.num_classes, **options)
+    check_batches(node, t.batch_size, len(prepared.train))
     set_seed(t.seed)  # the initial weights depend only on the seed
     model = models.build(ref, prepared.input_shape, prepared.num_classes, engine=t.engine, **options)
     engine = make_engine(t.engine, model, t, config.optim, device)
