@@ -1,0 +1,150 @@
+"""`cnnlab study` under signals, in real processes (issue 12, D): SIGTERM/SIGHUP stop the
+workers (no orphans), record the unfinished runs as interrupted and print the command that
+continues; running it again continues those runs from their last.pt in the same folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+EPOCHS = 30  # long enough (about 0.1 s each) that both runs are mid-way when the signal comes
+
+
+def write_study(tmp_path: Path, epochs: int = EPOCHS) -> Path:
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({
+        "base": {"data": {"dataset": "digits", "train_limit": 600}, "model": {"name": "small_cnn"},
+                 "train": {"epochs": epochs, "batch_size": 32}},
+        "grid": {"optim.lr": [0.05, 0.02]}, "seeds": 1,
+    }))
+    return path
+
+
+def start_study(study: Path, out: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "cnnlab", "study", str(study), "--out", str(out), "--jobs", "2", "--no-report"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT, start_new_session=True)
+
+
+def children(pid: int) -> list[int]:
+    """Live child processes of `pid`, read from /proc (no psutil)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie left for an init that does not reap counts as gone)."""
+    try:
+        os.kill(pid, 0)
+        state = Path(f"/proc/{pid}/stat").read_text()
+    except (ProcessLookupError, FileNotFoundError):
+        return False
+    except PermissionError:
+        return True
+    return state[state.rindex(")") + 2] != "Z"
+
+
+def wait_for(condition, timeout: float, what: str, proc: subprocess.Popen | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"the study exited ({proc.returncode}) before {what}:\n{out}\n{err}")
+        time.sleep(0.02)
+    pytest.fail(f"timed out after {timeout} s waiting for {what}")
+
+
+def last_checkpoints(out: Path) -> list[Path]:
+    """last.pt of the runs that finished at least one epoch (last.pt exists from epoch 0)."""
+    return sorted(p for p in out.glob("s/runs/*/seed0/v1/last.pt") if _epochs(p.parent) >= 1)
+
+
+def stop_mid_run(tmp_path: Path, sig: int):
+    """Start a 2-run study, send `sig` once both runs saved an epoch; return what happened."""
+    study, out = write_study(tmp_path), tmp_path / "studies"
+    proc = start_study(study, out)
+    try:
+        wait_for(lambda: len(last_checkpoints(out)) == 2, 90, "both runs saved an epoch", proc)
+        workers = children(proc.pid)
+        assert len(workers) >= 2, workers  # the two spawned workers (plus maybe the resource tracker)
+        os.kill(proc.pid, sig)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return study, out, proc.returncode, stderr, workers
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_signal_stops_the_workers_and_records_interrupted_runs(tmp_path, sig):
+    study, out, code, stderr, workers = stop_mid_run(tmp_path, sig)
+    assert code == 128 + sig, stderr
+    # no orphans: every worker is gone once the parent has exited
+    wait_for(lambda: not any(alive(pid) for pid in workers), 10, "the workers to exit")
+    state = json.loads((out / "s" / "study.json").read_text())
+    statuses = {key: run["status"] for key, run in state["runs"].items()}
+    assert statuses == {"lr=0.05/seed0": "interrupted", "lr=0.02/seed0": "interrupted"}, statuses
+    for run in state["runs"].values():
+        assert run["path"] == f"runs/{run['slug']}/seed0/v1"
+        result = json.loads((out / "s" / run["path"] / "result.json").read_text())
+        assert result["status"] == "interrupted"
+    name = signal.Signals(sig).name
+    assert f"stopped by {name}: 2 run(s) interrupted" in stderr
+    assert f"continue with: cnnlab study {study} --out {out / ''}".rstrip("/") in stderr
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.slow
+def test_running_again_continues_interrupted_runs_in_the_same_folder(tmp_path):
+    study, out, code, stderr, _ = stop_mid_run(tmp_path, signal.SIGTERM)
+    assert code == 128 + signal.SIGTERM, stderr
+    stopped_at = {p.parent.parent.parent.name: _epochs(p.parent) for p in last_checkpoints(out)}
+    assert all(0 < e < EPOCHS for e in stopped_at.values()), stopped_at
+
+    again = subprocess.run(
+        [sys.executable, "-m", "cnnlab", "study", str(study), "--out", str(out), "--jobs", "2", "--no-report"],
+        capture_output=True, text=True, timeout=180, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert again.returncode == 0, again.stderr
+    assert "2 completed (2 continued from their last checkpoint)" in again.stdout
+    state = json.loads((out / "s" / "study.json").read_text())
+    for slug, epoch in stopped_at.items():
+        run = state["runs"][f"{slug}/seed0"]
+        assert run["status"] == "completed" and run["path"] == f"runs/{slug}/seed0/v1"
+        assert run["resumed_from"] == f"runs/{slug}/seed0/v1"
+        run_dir = out / "s" / run["path"]
+        assert not (run_dir.parent / "v2").exists()  # not started again from scratch
+        assert f"resumed from epoch {epoch}" in (run_dir / "log.txt").read_text()
+        epochs = [int(line.split(",")[0]) for line in (run_dir / "metrics.csv").read_text().splitlines()[1:]]
+        assert epochs == list(range(1, EPOCHS + 1))
+
+
+def _epochs(run_dir: Path) -> int:
+    try:
+        return len((run_dir / "metrics.csv").read_text().splitlines()) - 1
+    except FileNotFoundError:
+        return 0
