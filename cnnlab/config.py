@@ -454,6 +454,22 @@ def _zoo():
     return models
 
 
+def _check_run_name(name) -> None:
+    """train.name is one folder inside train.out: no separators, no '.' or '..', so a run can
+    never be written outside `out` (`--name ../../x`)."""
+    if name is None:
+        return
+    text = str(name)
+    bad = (not text.strip() or text in (".", "..") or "/" in text or "\\" in text or "\0" in text
+           or text != text.strip())
+    if bad:
+        raise ConfigError(
+            f"train.name (--name) must be a single folder name inside train.out (--out), got "
+            f"{text!r}: it may not be empty, '.' or '..', contain '/' or '\\', or start or end "
+            "with spaces. Use --out to choose where runs go, e.g. --out runs/lab1 --name baseline."
+        )
+
+
 def _check_model_options(name: str, spec, options: dict) -> dict:
     """Validate zoo options (flat in YAML) against the zoo entry's options and their types."""
     models = _zoo()
@@ -540,6 +556,7 @@ def _check_values(c: Config) -> None:
     _check_range("train.label_smoothing", t.label_smoothing, 0 <= t.label_smoothing < 1, "in [0, 1)")
     _check_range("train.patience", t.patience, t.patience is None or t.patience >= 1, ">= 1 or null")
     _check_range("train.threads", t.threads, t.threads is None or t.threads >= 1, ">= 1 or null")
+    _check_run_name(t.name)
     dev = t.device
     ok_device = dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())
     _check_range("train.device", dev, ok_device, "auto, cpu, cuda or cuda:N")

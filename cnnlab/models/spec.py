@@ -414,7 +414,8 @@ def resolve_spec(spec: list, input_shape: tuple, num_classes: int = 10) -> Node:
     Raises ModelError naming the layer where the shapes stop fitting.
     """
     if not _is_int(num_classes) or num_classes < 1:
-        raise ModelError(f"num_classes must be a positive integer (the number of classes), got {num_classes!r}.")
+        raise ModelError(f"num_classes must be a positive integer (the number of classes; --classes on the "
+                         f"command line), got {num_classes!r}.")
     if not all(_is_int(s) for s in input_shape):
         raise ModelError(f"input_shape must be (C, H, W) or (features,) with positive integer sizes, got {input_shape!r}.")
     shape = tuple(int(s) for s in input_shape)
