@@ -157,7 +157,7 @@ class TrainConfig:
     amp: bf16 autocast on GPU (ignored on CPU).
     channels_last: NHWC memory format for conv nets (faster on CPU and GPU).
     threads: torch CPU threads (None: torch's default).
-    name: run name, the folder under `out` (None: `<model>-<dataset>`).
+    name: run name, one folder under `out` (no `/`, `.` or `..`; None: `<model>-<dataset>`).
     out: directory that holds run folders.
     """
 
