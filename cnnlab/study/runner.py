@@ -429,7 +429,20 @@ def _run_local(tasks: list[Task], jobs: int, on_start, on_done) -> None:
                     with contextlib.suppress(EOFError, OSError):
                         if worker.conn.poll():
                             outcome = worker.conn.recv()
-                if outcome is not None:
+                if outcome is not None and outcome.get("status") == INTERRUPTED:
+                    # only this worker was stopped (e.g. `kill <worker pid>`): it exits after
+                    # reporting; its run stays interrupted and the others go on
+                    task, worker.task = worker.task, None
+                    on_done(task, outcome)
+                    worker.process.join(timeout=STOP_GRACE_S)
+                    if worker.process.is_alive():
+                        worker.process.kill()
+                        worker.process.join(timeout=5)
+                    workers.remove(worker)
+                    worker.conn.close()
+                    if pending:
+                        assign(start_worker())
+                elif outcome is not None:
                     task = worker.task
                     on_done(task, outcome)
                     assign(worker)

@@ -102,3 +102,23 @@ def test_a_running_entry_without_a_live_study_reads_as_interrupted(tmp_path):
     with study_lock(folder):
         assert run_status(entry, folder) == "running"
     assert run_status({"status": "pending"}) == "not started"
+
+
+STOP_LR = 4.0  # optim.lr at which the fake trainer stops as the trainer does on its own SIGTERM
+
+
+def self_stopping_train(config: dict, out: str, name: str) -> Path:
+    if float(config["optim"]["lr"]) == STOP_LR:
+        from cnnlab.errors import TrainingInterrupted
+
+        raise TrainingInterrupted("Training stopped by Ctrl-C or SIGTERM after epoch 1 of 2")
+    return fake_train(config, out, name)
+
+
+def test_a_worker_stopped_on_its_own_costs_only_its_run(tmp_path):
+    # `kill <worker pid>`: that run is interrupted, the worker exits, the next run gets a new one
+    study = write_study(tmp_path, [STOP_LR, 0.01, 0.001])
+    outcome = run_study(study, jobs=1, out=tmp_path / "studies", train_fn=self_stopping_train)
+    assert outcome.interrupted == ["lr=4/seed0"] and not outcome.failed and not outcome.ok
+    assert sorted(outcome.completed) == ["lr=0.001/seed0", "lr=0.01/seed0"]
+    assert read_state(outcome.study_dir)["runs"]["lr=4/seed0"]["status"] == "interrupted"
