@@ -1,7 +1,9 @@
 """Spec values are checked before any shape arithmetic or building (issue 12, A)."""
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -10,6 +12,10 @@ from cnnlab import models
 from cnnlab.errors import ModelError
 
 CONV = {"out": 4, "k": 3}
+
+ROOT = Path(__file__).resolve().parents[2]
+# `python -m cnnlab` must run this checkout, wherever pytest is started
+IN_WORKTREE = {"cwd": ROOT, "env": {**os.environ, "PYTHONPATH": str(ROOT)}}
 
 
 def conv(**changes):
@@ -74,7 +80,7 @@ def test_cnnlab_train_exits_2_with_the_layer_and_value(tmp_path, change, message
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     proc = subprocess.run([sys.executable, "-m", "cnnlab", "train", str(path), "--quiet", "--no-plots"],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, **IN_WORKTREE)
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and "Conv2d at layer 'c1'" in proc.stderr
     assert "internal error" not in proc.stderr and "Traceback" not in proc.stderr

@@ -109,7 +109,7 @@ def check_stopped(study: Path, out: Path, sig: int, code: int, stderr: str, work
     statuses = {key: run["status"] for key, run in state["runs"].items()}
     assert statuses == {"lr=0.05/seed0": "interrupted", "lr=0.02/seed0": "interrupted"}, statuses
     for run in state["runs"].values():
-        assert run["path"] == f"runs/{run['slug']}/seed0/v1"
+        assert run.get("path") == f"runs/{run['slug']}/seed0/v1", (run, _diagnose(out))
         result = json.loads((out / "s" / run["path"] / "result.json").read_text())
         assert result["status"] == "interrupted"
     assert f"stopped by {signal.Signals(sig).name}: 2 run(s) interrupted" in stderr
@@ -169,3 +169,16 @@ def test_workers_do_not_outlive_a_study_killed_with_sigkill(tmp_path):
     assert sum(r["n_interrupted"] for r in rows) == 2 and sum(r["n_failed"] for r in rows) == 0
     for result in out.glob("s/runs/*/seed0/v1/result.json"):
         assert json.loads(result.read_text())["status"] == "interrupted"  # saved on the way out
+
+
+def _diagnose(out: Path) -> str:
+    """The run folders' files, result status and log tail, for a failure message."""
+    lines = []
+    for run_dir in sorted(out.glob("s/runs/*/seed0/v*")):
+        result = run_dir / "result.json"
+        status = json.loads(result.read_text()).get("status") if result.is_file() else None
+        log = (run_dir / "log.txt").read_text().splitlines()[-3:] if (run_dir / "log.txt").is_file() else []
+        lines.append(f"{run_dir}: {sorted(p.name for p in run_dir.iterdir())} status={status} log={log}")
+    for log in sorted(out.glob("s/runs/*/seed0/study.log")):
+        lines.append(f"{log}: {log.read_text()[-1500:]}")
+    return "\n".join(lines)

@@ -1,7 +1,9 @@
 """Run names cannot leave --out, and non-positive sizes are refused (issue 12, E)."""
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -9,6 +11,10 @@ from cnnlab.config import load_config
 from cnnlab.errors import ConfigError, ModelError
 from cnnlab.inspect import summary
 from cnnlab.training import train
+
+ROOT = Path(__file__).resolve().parents[2]
+# `python -m cnnlab` must run this checkout, wherever pytest is started
+IN_WORKTREE = {"cwd": ROOT, "env": {**os.environ, "PYTHONPATH": str(ROOT)}}
 
 
 @pytest.mark.parametrize("name", ["../../x", "..", ".", "a/b", "/abs", "a\\b", "", " pad"])
@@ -27,7 +33,7 @@ def test_cli_name_escaping_out_exits_2_and_writes_nothing(tmp_path):
     out = tmp_path / "a" / "b"
     proc = subprocess.run([sys.executable, "-m", "cnnlab", "train", "--dataset", "digits", "--epochs", "1",
                            "--out", str(out), "--name", "../../x", "--quiet", "--no-plots"],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, **IN_WORKTREE)
     assert proc.returncode == 2, proc.stderr
     assert "must be a single folder name" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "x").exists() and not out.exists()
@@ -51,5 +57,5 @@ def test_summary_refuses_non_positive_depth(depth):
 
 def test_cli_summary_classes_0_exits_2():
     proc = subprocess.run([sys.executable, "-m", "cnnlab", "summary", "mlp", "--classes", "0"],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, **IN_WORKTREE)
     assert proc.returncode == 2 and "num_classes must be a positive integer" in proc.stderr

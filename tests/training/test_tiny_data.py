@@ -1,19 +1,25 @@
 """Tiny data: a clear error before training, or a run with a best checkpoint and a test accuracy."""
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from cnnlab.errors import ConfigError
 from cnnlab.training import train
 
+ROOT = Path(__file__).resolve().parents[2]
+# `python -m cnnlab` must run this checkout, wherever pytest is started
+IN_WORKTREE = {"cwd": ROOT, "env": {**os.environ, "PYTHONPATH": str(ROOT)}}
+
 
 def test_train_limit_5_is_an_error_not_a_run_without_test_accuracy(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "cnnlab", "train", "--dataset", "digits", "--epochs", "1", "--quiet",
          "--no-plots", "--out", str(tmp_path / "runs"), "--set", "data.train_limit=5"],
-        capture_output=True, text=True, timeout=120)
+        capture_output=True, text=True, timeout=120, **IN_WORKTREE)
     assert proc.returncode == 2, proc.stderr
     assert "data.train_limit=5" in proc.stderr and "have no training sample" in proc.stderr
     assert not (tmp_path / "runs").exists()  # refused before a run folder is made
