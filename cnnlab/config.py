@@ -141,7 +141,7 @@ class TrainConfig:
     amp: bf16 autocast on GPU (ignored on CPU).
     channels_last: NHWC memory format for conv nets (faster on CPU and GPU).
     threads: torch CPU threads (None: torch's default).
-    name: run name, the folder under `out` (None: `<model>-<dataset>`).
+    name: run name, one folder under `out` (no `/`, `.` or `..`; None: `<model>-<dataset>`).
     out: directory that holds run folders.
     ema: decay of an exponential moving average of the weights and BN statistics, updated
         every batch and used for evaluation and the best checkpoint (None or 0: off).
@@ -458,6 +458,22 @@ def _type_error(key: str, value, expected: str) -> ConfigError:
     )
 
 
+def _check_run_name(name) -> None:
+    """train.name is one folder inside train.out: no separators, no '.' or '..', so a run can
+    never be written outside `out` (`--name ../../x`)."""
+    if name is None:
+        return
+    text = str(name)
+    bad = (not text.strip() or text in (".", "..") or "/" in text or "\\" in text or "\0" in text
+           or text != text.strip())
+    if bad:
+        raise ConfigError(
+            f"train.name (--name) must be a single folder name inside train.out (--out), got "
+            f"{text!r}: it may not be empty, '.' or '..', contain '/' or '\\', or start or end "
+            "with spaces. Use --out to choose where runs go, e.g. --out runs/lab1 --name baseline."
+        )
+
+
 def _check_model_options(name: str, spec, options: dict) -> dict:
     """Validate zoo options (flat in YAML) against the zoo entry's options and their types."""
     if spec is not None:
@@ -554,6 +570,7 @@ def _check_values(c: Config) -> None:
             f"train.compile uses torch.compile, which only the torch engine has; got train.engine "
             f"{t.engine!r}. Set train.compile to false for the {t.engine} engine."
         )
+    _check_run_name(t.name)
     dev = t.device
     ok_device = dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())
     _check_range("train.device", dev, ok_device, "auto, cpu, cuda or cuda:N")

@@ -4,11 +4,104 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import json
 import os
+import re
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterable, Iterator
+
+
+# Temporary files of atomic writes: `.<target>.<pid>@<host>.<random>.tmp` beside the target.
+# A process killed mid-write (SIGKILL, power loss) leaves one behind; the next atomic write to the
+# same folder removes such leftovers, by this rule, so a live writer's file is never touched:
+#   - only names of exactly that form (or the older `.<target>.<random>.tmp` form);
+#   - ours (same host tag) only when the pid in the name is no longer running AND the file is
+#     older than LEFTOVER_MIN_AGE_S (a margin against pid namespaces that share a file system);
+#     a live pid keeps its file however old it is (e.g. a study worker's study.log, open for
+#     hours); a reused pid only delays the clean-up until that process ends;
+#   - another host's: never (its pid cannot be checked from here);
+#   - the older form, which names no owner: only when untouched for LEGACY_MAX_AGE_S.
+# A folder is scanned at most once per SCAN_INTERVAL_S per process, so frequent writers (log.txt
+# per epoch) pay almost nothing.
+LEFTOVER_MIN_AGE_S = 10.0
+LEGACY_MAX_AGE_S = 24 * 3600.0
+SCAN_INTERVAL_S = 60.0
+_RAND = r"[a-z0-9_]{8}"  # tempfile.mkstemp's random part
+_TEMP_NAME = re.compile(rf"^\.(?P<target>.+)\.(?P<pid>\d+)@(?P<host>[0-9a-f]{{8}})\.{_RAND}\.tmp$")
+_LEGACY_TEMP_NAME = re.compile(rf"^\.(?P<target>.+)\.{_RAND}\.tmp$")
+_last_scan: dict[str, float] = {}
+
+
+@functools.lru_cache(maxsize=1)
+def _host_tag() -> str:
+    import hashlib
+    import socket
+
+    return hashlib.sha1(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
+
+
+def _pid_running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True  # exists (another user's), or cannot tell: keep the file
+    try:  # a zombie (exited, not yet reaped) no longer writes
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        return stat[stat.rindex(b")") + 2:stat.rindex(b")") + 3] != b"Z"
+    except (OSError, ValueError):
+        return True
+
+
+def remove_leftover_temps(folder: str | os.PathLike, now: float | None = None) -> list[Path]:
+    """Remove the temporary files of atomic writes that their writer can no longer finish (the
+    rule above); return the paths removed. Errors (a file gone already, no permission) are ignored."""
+    folder = Path(folder)
+    now = time.time() if now is None else now
+    host = _host_tag()
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        name = entry.name
+        if not (name.startswith(".") and name.endswith(".tmp")):
+            continue
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            age = now - entry.stat(follow_symlinks=False).st_mtime
+        except OSError:
+            continue
+        match = _TEMP_NAME.match(name)
+        if match:
+            stale = (match["host"] == host and age >= LEFTOVER_MIN_AGE_S
+                     and not _pid_running(int(match["pid"])))
+        else:
+            stale = bool(_LEGACY_TEMP_NAME.match(name)) and age >= LEGACY_MAX_AGE_S
+        if stale:
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+    return removed
+
+
+def _maybe_remove_leftovers(folder: Path) -> None:
+    key = str(folder.resolve())
+    now = time.monotonic()
+    last = _last_scan.get(key)
+    if last is not None and now - last < SCAN_INTERVAL_S:
+        return
+    _last_scan[key] = now
+    remove_leftover_temps(folder)
 
 
 @contextlib.contextmanager
@@ -16,11 +109,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success rename it over `path`.
 
     Readers never see a half-written file: either the old file or the new one. On failure
-    the temporary file is removed and `path` is left untouched.
+    the temporary file is removed and `path` is left untouched. The temporary file is named
+    `.<name>.<pid>@<host>.<random>.tmp`; leftovers of killed writers in the same folder are
+    removed first (see `remove_leftover_temps`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _maybe_remove_leftovers(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}@{_host_tag()}.", suffix=".tmp",
+                               dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions

@@ -38,16 +38,40 @@ def run(args) -> int:
     from cnnlab.study import report, run_study
     from cnnlab.study.progress import default_progress
 
-    outcome = run_study(
-        args.study_file, jobs=args.jobs, out=args.out, dry_run=args.dry_run, backend=args.backend,
-        address=args.address, profile=args.profile, data_dir=args.data_dir,
-        progress=None if args.dry_run else default_progress(sys.stderr),
-    )
+    from cnnlab.study.runner import StudyInterrupted
+
+    try:
+        outcome = run_study(
+            args.study_file, jobs=args.jobs, out=args.out, dry_run=args.dry_run, backend=args.backend,
+            address=args.address, profile=args.profile, data_dir=args.data_dir,
+            progress=None if args.dry_run else default_progress(sys.stderr),
+        )
+    except StudyInterrupted as err:
+        print(f"interrupted: {err}\ncontinue with: {continue_command(args)}", file=sys.stderr, flush=True)
+        return 128 + int(err.signum)
     if args.dry_run:
         print("\n".join(_plan_lines(outcome)))
         return 0
-    print(f"{len(outcome.completed)} completed, {len(outcome.skipped)} skipped (done before), "
+    resumed = f" ({len(outcome.resumed)} continued from their last checkpoint)" if outcome.resumed else ""
+    print(f"{len(outcome.completed)} completed{resumed}, {len(outcome.skipped)} skipped (done before), "
           f"{len(outcome.failed)} failed; study folder: {outcome.study_dir}")
     if not args.no_report:
         print(f"report: {report(outcome.study_dir)}")
     return 0 if outcome.ok else 1
+
+
+def continue_command(args) -> str:
+    """The `cnnlab study` command line that continues this study where it stopped."""
+    import shlex
+
+    parts = ["cnnlab", "study", args.study_file]
+    for flag, value in (("--out", args.out), ("--profile", args.profile), ("--jobs", args.jobs),
+                        ("--data-dir", args.data_dir), ("--address", args.address)):
+        if value is not None:
+            parts += [flag, str(value)]
+    if args.backend != "local":
+        parts += ["--backend", args.backend]
+    if args.no_report:
+        parts.append("--no-report")
+    return shlex.join(parts)
+

@@ -59,7 +59,7 @@ def read_image_folder(path: str | os.PathLike, workers: int | None = None) -> di
         raise DataError(f"image folder {path} has {counts['train']} train and {counts['test']} test "
                         "images; both PATH/train/<class>/ and PATH/test/<class>/ need images "
                         f"({', '.join(IMAGE_SUFFIXES)}).")
-    classes = tuple(sorted({ref.label for ref in refs}, key=_natural_key))
+    classes = check_classes(refs, path)
     channels, height, width = _probe(refs[0])
     images = decode_images(refs, channels, (height, width), workers)
     label_of = {name: i for i, name in enumerate(classes)}
@@ -67,6 +67,28 @@ def read_image_folder(path: str | os.PathLike, workers: int | None = None) -> di
     n_train = counts["train"]  # refs are sorted train first
     return {"train": ArrayDataset(images[:n_train], labels[:n_train], classes),
             "test": ArrayDataset(images[n_train:], labels[n_train:], classes)}
+
+
+def check_classes(refs: list[ImageRef], path) -> tuple[str, ...]:
+    """The class names (natural order) after checking that train and test agree.
+
+    A classifier needs at least two classes, and every class must have training images (else its
+    output is never trained) and test images (else its accuracy is never measured).
+    """
+    per_split = {split: {ref.label for ref in refs if ref.split == split} for split in SPLITS}
+    classes = tuple(sorted(per_split["train"] | per_split["test"], key=_natural_key))
+    if len(classes) < 2:
+        raise DataError(f"image folder {path} has a single class ({', '.join(classes)}); a classifier "
+                        "needs at least two: add a folder PATH/train/<class>/ and PATH/test/<class>/ "
+                        "for each class.")
+    for split, other in (("test", "train"), ("train", "test")):
+        only = sorted(per_split[split] - per_split[other], key=_natural_key)
+        if only:
+            shown = ", ".join(f"'{name}'" for name in only[:10]) + (" ..." if len(only) > 10 else "")
+            raise DataError(f"image folder {path}: class(es) {shown} have images in {split}/ but none in "
+                            f"{other}/; every class needs images in both PATH/train/<class>/ and "
+                            f"PATH/test/<class>/ (add them, or remove the class folder from {split}/).")
+    return classes
 
 
 def decode_images(refs: list[ImageRef], channels: int, size: tuple[int, int],

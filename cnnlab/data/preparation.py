@@ -14,6 +14,7 @@ import numpy as np
 from cnnlab.data.augment import check_augment
 from cnnlab.data.dataset import ArrayDataset
 from cnnlab.data.registry import load
+from cnnlab.data.sizes import check_split_sizes
 from cnnlab.data.splits import stratified_split, stratified_subset
 from cnnlab.errors import ConfigError, DataError
 
@@ -76,6 +77,7 @@ def prepare(data_cfg, seed: int) -> Prepared:
         raise ConfigError(f"data.val_fraction={fraction} leaves no training samples out of {len(train)}; "
                           "lower it or raise data.train_limit.")
     train, val = train.subset(keep), train.subset(val_idx)
+    check_split_sizes(train, val, val_fraction=fraction, train_limit=limit)
     if getattr(data_cfg, "normalize", True):
         mean, std = channel_stats(train.images)
         # a constant channel would divide by zero; leave it unscaled

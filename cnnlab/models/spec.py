@@ -33,6 +33,7 @@ engines follow from these names (`conv1.weight`, `layer1.0.bn1.running_mean`).
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 from math import prod
 from typing import Any, Iterator
@@ -173,6 +174,74 @@ def _layer_args(word: str, arg: Any, where: str, num_classes: int) -> dict:
     return values
 
 
+# --- value rules: checked before any shape arithmetic or building ------------------------------
+# spec key -> (smallest allowed value, what the key means); keys that are pairs are checked per side
+_VALUE_RULES = {
+    "out": (1, "the number of output channels/features"),
+    "k": (1, "the kernel size"),
+    "stride": (1, "the stride"),
+    "pad": (0, "the padding"),
+    "dilation": (1, "the dilation"),
+    "groups": (1, "the number of groups"),
+    "output_pad": (0, "the output padding"),
+    "size": (1, "the output size"),
+}
+_KINDS = {"conv": "Conv2d", "conv_transpose": "ConvTranspose2d", "linear": "Linear", "bn": "BatchNorm",
+          "maxpool": "MaxPool2d", "avgpool": "AvgPool2d", "adaptive_avgpool": "AdaptiveAvgPool2d",
+          "dropout": "Dropout", "block": "BasicBlock", "leaky_relu": "LeakyReLU"}
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def check_layer_values(word: str, a: dict, path: str) -> None:
+    """Raise ModelError naming the layer and the value for any argument out of its range.
+
+    Runs before shape inference, so `stride: 0` or `k: -3` never reach a division or a
+    negative tensor dimension.
+    """
+    kind = _KINDS.get(word, word)
+
+    def fail(key, value, rule):
+        raise ModelError(f"{kind} at layer '{path}': '{key}' must be {rule}, got {value!r}.")
+
+    for key, (low, meaning) in _VALUE_RULES.items():
+        value = a.get(key)
+        if key not in a or (value is None and key == "stride"):
+            continue
+        parts = list(value) if isinstance(value, (list, tuple)) else [value]
+        pair_ok = isinstance(value, (list, tuple)) and len(value) == 2 and key != "out"
+        rule = f"an integer >= {low} ({meaning})" + (" or a pair of them" if key not in ("out", "groups") else "")
+        if isinstance(value, (list, tuple)) and not pair_ok:
+            fail(key, value, rule)
+        if not all(_is_int(v) and v >= low for v in parts):
+            fail(key, value, rule)
+        if key == "groups" and isinstance(value, (list, tuple)):
+            fail(key, value, rule)
+    if word == "dropout" and not (_is_number(a["p"]) and 0 <= a["p"] < 1):
+        fail("p", a["p"], "a number in [0, 1) (the probability of zeroing an element)")
+    if word == "leaky_relu" and not _is_number(a["slope"]):
+        fail("slope", a["slope"], "a number")
+    if word == "bn":
+        if not (_is_number(a["eps"]) and a["eps"] > 0):
+            fail("eps", a["eps"], "a number > 0")
+        if not (_is_number(a["momentum"]) and 0 <= a["momentum"] <= 1):
+            fail("momentum", a["momentum"], "a number in [0, 1]")
+    if word in ("maxpool", "avgpool"):
+        k, p = pair(a["k"]), pair(a["pad"])
+        if any(p[i] > k[i] // 2 for i in range(2)):
+            fail("pad", a["pad"], f"at most half the kernel size {a['k']!r}")
+    if word == "conv_transpose":
+        s, d, op = pair(a["stride"]), pair(a["dilation"]), pair(a["output_pad"])
+        if any(op[i] >= max(s[i], d[i]) for i in range(2)):
+            fail("output_pad", a["output_pad"], "smaller than the stride or the dilation")
+
+
 def _conv_out(size: int, k: int, stride: int, pad: int, dilation: int) -> int:
     return (size + 2 * pad - dilation * (k - 1) - 1) // stride + 1
 
@@ -212,6 +281,7 @@ class _Resolver:
                 f"{did_you_mean(word, LAYER_WORDS)}"
             )
         a = _layer_args(word, arg, where, self.num_classes)
+        check_layer_values(word, a, path)
         builder = getattr(self, f"_{word}")
         return builder(a, tuple(shape), name, path)
 
@@ -250,6 +320,9 @@ class _Resolver:
         self._need_image(shape, "ConvTranspose2d", path)
         k, s, p, d = pair(a["k"]), pair(a["stride"]), pair(a["pad"]), pair(a["dilation"])
         op = pair(a["output_pad"])
+        groups = int(a["groups"])
+        if shape[0] % groups or int(a["out"]) % groups:
+            raise ModelError(f"ConvTranspose2d at layer '{path}': groups={groups} must divide in_channels={shape[0]} and out_channels={a['out']}.")
         hw = tuple((shape[i + 1] - 1) * s[i] - 2 * p[i] + d[i] * (k[i] - 1) + op[i] + 1 for i in range(2))
         if min(hw) < 1:
             raise ModelError(f"ConvTranspose2d at layer '{path}' gives an empty output for input {_shape_str(shape)}.")
@@ -336,6 +409,11 @@ def resolve_spec(spec: list, input_shape: tuple, num_classes: int = 10) -> Node:
 
     Raises ModelError naming the layer where the shapes stop fitting.
     """
+    if not _is_int(num_classes) or num_classes < 1:
+        raise ModelError(f"num_classes must be a positive integer (the number of classes; --classes on the "
+                         f"command line), got {num_classes!r}.")
+    if not all(_is_int(s) for s in input_shape):
+        raise ModelError(f"input_shape must be (C, H, W) or (features,) with positive integer sizes, got {input_shape!r}.")
     shape = tuple(int(s) for s in input_shape)
     if len(shape) not in (1, 3) or min(shape) < 1:
         raise ModelError(f"input_shape must be (C, H, W) or (features,) with positive sizes, got {input_shape!r}.")

@@ -15,6 +15,7 @@ from cnnlab.study import effects, figures, stats
 from cnnlab.study.results import (StudyData, aggregate_rows, analysis, from_run_dirs, from_study_dir,
                                   variant_findings)
 from cnnlab.study.spec import format_setting
+from cnnlab.study.store import status_counts
 from cnnlab.utils import atomic_write_bytes, atomic_write_text
 
 # --- a tiny document model -------------------------------------------------------------------------
@@ -126,7 +127,7 @@ def _quick_warning(data: StudyData) -> list:
 
 def _setup(data: StudyData) -> list:
     facts = [f"baseline: **{data.baseline}**", f"variants: {len(data.variants)}",
-             f"runs: {len(data.runs)} ({sum(r.status == 'completed' for r in data.runs)} completed)"]
+             f"runs: {len(data.runs)} ({_status_text(data)})"]
     if data.seeds:
         facts.append(f"seeds: {', '.join(map(str, data.seeds))}")
     if data.profile:
@@ -145,12 +146,25 @@ def _setup(data: StudyData) -> list:
     ]
 
 
+def _left_out(row: dict) -> str:
+    """' (+1 failed, +2 not started)': the runs of a variant the numbers leave out, by why."""
+    parts = [f"+{row.get(key, 0)} {label}" for key, label in (
+        ("n_failed", "failed"), ("n_interrupted", "interrupted"), ("n_running", "running"),
+        ("n_not_started", "not started")) if row.get(key)]
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def _status_text(data: StudyData) -> str:
+    counts = status_counts(r.status for r in data.runs)
+    return ", ".join(f"{n} {label}" for label, n in counts.items() if n or label == "completed")
+
+
 def _results(rows: list[dict]) -> list:
     table = Table(
         ("variant", "n", "test acc (%)", "best epoch", "params", "MACs", "s/epoch", "img/s", "engine", "device"),
         tuple((
             r["variant"] + (" (baseline)" if r["baseline"] else ""),
-            f"{r['n']}" + (f" (+{r['n_failed']} failed)" if r["n_failed"] else ""),
+            f"{r['n']}" + _left_out(r),
             stats.format_mean_std(r["test_acc"]), _num(r["best_epoch_mean"], "{:.1f}"), _count(r["params"]),
             _macs(r["macs"]), _num(r["s_per_epoch_mean"]), _num(r["img_per_s_mean"], "{:,.0f}"),
             _num(r["engine"], "{}"), _num(r["device"], "{}"),
@@ -355,7 +369,8 @@ def _failures(data: StudyData) -> list:
         return [Heading("Failed runs"), Para("None: every planned run completed.")]
     return [
         Heading("Failed runs"),
-        Para("These runs are left out of the statistics above; their logs are kept."),
+        Para("These runs are left out of the statistics above; their logs are kept. Interrupted "
+             "and not-started runs are not failures: run the study again to finish them."),
         Table(("variant", "seed", "status", "error", "log"), tuple(
             (r.variant, str(r.seed), r.status, _short(r.error or "—", 300), r.log or "—") for r in failed)),
     ]

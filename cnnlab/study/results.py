@@ -17,7 +17,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.runs import RunRecord, find_run_dir, read_run
 from cnnlab.study import diagnostics, effects, stats
 from cnnlab.study.spec import DEFAULT_GROUPS, slugify
-from cnnlab.study.store import read_state
+from cnnlab.study.store import read_state, run_status, status_counts
 
 CURVE_KEYS = ("train_loss", "val_loss", "train_acc", "val_acc")
 
@@ -72,7 +72,7 @@ def from_study_dir(study_dir: str | Path) -> StudyData:
         record = None
         if entry.get("path") and (study_dir / entry["path"]).is_dir():
             record = read_run(study_dir / entry["path"])
-        status = entry.get("status", "pending")
+        status = run_status(entry, study_dir)
         if status == "completed" and (record is None or not record.completed):
             status, entry = "failed", {**entry, "error": "marked completed, but its result.json is missing"}
         runs.append(RunEntry(entry["variant"], entry["seed"], status, record, entry.get("error"),
@@ -172,6 +172,15 @@ def _common(records: Sequence[RunRecord], key: str):
     return values[0] if len(values) == 1 else "/".join(map(str, values)) if values else None
 
 
+def _unfinished(data: StudyData, variant: str) -> dict:
+    """Runs of a variant left out of the numbers, by why: failed (or diverged), interrupted,
+    not started (planned only) and running; completed runs whose result is gone count as failed."""
+    counts = status_counts(r.status for r in data.runs_of(variant))
+    failed = counts["failed"] + counts["completed"] - len(data.completed(variant))
+    return {"n_failed": failed, "n_interrupted": counts["interrupted"],
+            "n_not_started": counts["not started"], "n_running": counts["running"]}
+
+
 def variant_settings(data: StudyData) -> dict[str, dict]:
     """Each variant's settings as declared: the base config, then the variant's changes, then
     the profile's `set`, as flat dotted keys (the order in which a run's config is built)."""
@@ -222,7 +231,7 @@ def aggregate_rows(data: StudyData, result: effects.Analysis | None = None) -> l
         s_epoch = _values(records, "s_per_epoch")
         row = {
             "variant": name, "baseline": name == data.baseline, "changes": variant["changes"],
-            "n": len(records), "n_failed": len(data.runs_of(name)) - len(records),
+            "n": len(records), **_unfinished(data, name),
             "test_acc": accs, "test_acc_mean": stats.mean(accs), "test_acc_std": stats.sample_std(accs),
             "best_epoch_mean": stats.mean(_values(records, "best_epoch")),
             "best_val_acc_mean": stats.mean(_values(records, "best_val_acc")),

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import inspect
 import multiprocessing
 import os
 import re
+import signal
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -20,8 +23,11 @@ from multiprocessing.connection import wait as wait_for
 from pathlib import Path
 from typing import Callable
 
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, TrainingInterrupted
+from cnnlab.study.lock import study_lock
 from cnnlab.study.spec import RunSpec, Study, expand, load_study
+from cnnlab import runs
+from cnnlab.runs import latest_run_dir
 from cnnlab.study.store import STATE_FILE, STATE_FORMAT
 from cnnlab.utils import atomic_path, read_json, write_json
 
@@ -36,12 +42,89 @@ DONE, FAILED, DIVERGED, INTERRUPTED, PENDING = "completed", "failed", "diverged"
 TrainFn = Callable[[dict, str, str], "str | os.PathLike"]
 
 
-def train_with_cnnlab(config: dict, out: str, name: str) -> Path:
-    """The default train function: `cnnlab.train` (training and figures) on the validated config."""
+def train_with_cnnlab(config: dict, out: str, name: str, resume: str | None = None) -> Path:
+    """The default train function: `cnnlab.train` (training and figures) on the validated
+    config, or, with `resume`, continuing that interrupted run folder from its last checkpoint."""
     from cnnlab.api import train
     from cnnlab.config import load_config
 
+    if resume is not None:
+        return Path(train(resume=resume, quiet=True).path)
     return Path(train(load_config(config), out=out, name=name, quiet=True).path)
+
+
+class StudyInterrupted(TrainingInterrupted):
+    """`run_study` stopped by a signal (SIGTERM, SIGHUP) or Ctrl-C; study.json is up to date.
+
+    `signum` is the signal (SIGINT for Ctrl-C); `outcome` the StudyOutcome so far.
+    """
+
+    def __init__(self, message: str, signum: int, outcome: "StudyOutcome"):
+        super().__init__(message)
+        self.signum = signum
+        self.outcome = outcome
+
+
+class _Stopped(KeyboardInterrupt):
+    """Raised in the parent by the SIGTERM/SIGHUP handler, so the runner's cleanup runs."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"signal {signum}")
+        self.signum = signum
+
+
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+@contextlib.contextmanager
+def _stop_on_signals():
+    """SIGTERM and SIGHUP raise `_Stopped` in the parent (main thread only), like Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise _Stopped(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@contextlib.contextmanager
+def _signals_deferred():
+    """While the parent stops its workers, further stop signals are ignored, so a second
+    SIGTERM or Ctrl-C cannot cut the cleanup short and leave workers behind."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in STOP_SIGNALS + (signal.SIGINT,)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Linux: ask the kernel to send this worker SIGTERM when the parent dies (even by
+    `kill -9`), so a worker never outlives its study; the trainer then saves and stops."""
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 @dataclass(frozen=True)
@@ -55,6 +138,7 @@ class Task:
     threads: int
     train_fn: TrainFn = train_with_cnnlab
     capture_output: bool = True  # redirect the worker's stdout/stderr into <out>/<name>/study.log
+    resume: str | None = None  # an interrupted run folder to continue from its last checkpoint
 
 
 def _set_threads(threads: int) -> None:
@@ -91,6 +175,20 @@ def _output_to(log_path: Path):
             os.close(saved[1])
 
 
+def _stopped_outcome(seed_dir: Path) -> dict:
+    """What a run whose worker was stopped before it could report is: completed when its
+    result.json says so (the worker was stopped after training, e.g. while drawing its
+    figures), else interrupted, with its folder when it can be continued."""
+    latest = latest_run_dir(seed_dir)
+    if latest is not None and runs.read_result(latest).get("status") == DONE:
+        return {"path": str(latest), **_outcome_from_run(latest)}
+    outcome = {"status": INTERRUPTED, "error": "the study was interrupted"}
+    run_dir = resumable_run_dir(seed_dir)
+    if run_dir is not None:
+        outcome["path"] = str(run_dir)
+    return outcome
+
+
 def _outcome_from_run(run_path: Path) -> dict:
     result_file = run_path / "result.json"
     if not result_file.is_file():
@@ -115,8 +213,16 @@ def execute(task: Task) -> dict:
     outcome: dict
     with _output_to(log_path) if task.capture_output else contextlib.nullcontext():
         try:
-            run_path = Path(task.train_fn(config, task.out, task.name))
+            if task.resume is not None:
+                run_path = Path(task.train_fn(config, task.out, task.name, resume=task.resume))
+            else:
+                run_path = Path(task.train_fn(config, task.out, task.name))
             outcome = {"path": str(run_path), **_outcome_from_run(run_path)}
+        except TrainingInterrupted as err:  # SIGTERM or Ctrl-C: last.pt is saved, resumable
+            outcome = {"status": INTERRUPTED, "error": str(err)[:MAX_ERROR_CHARS]}
+            run_dir = resumable_run_dir(Path(task.out) / task.name)
+            if run_dir is not None:
+                outcome["path"] = str(run_dir)
         except Exception as err:  # any crash of one run is recorded; the study goes on
             traceback.print_exc()
             outcome = {"status": FAILED, "error": f"{type(err).__name__}: {err}"[:MAX_ERROR_CHARS]}
@@ -126,12 +232,19 @@ def execute(task: Task) -> dict:
     return outcome
 
 
-def _worker_loop(conn) -> None:
+def _worker_loop(conn, parent_pid: int | None = None) -> None:
     """A spawned worker: run the tasks the parent sends, one at a time, until it sends None.
 
     Workers live across runs so that imports and the first-call set-up of torch's kernels are
     paid once per worker, not once per run; a worker that dies costs only its current run.
+    Signals: SIGHUP is ignored (the parent handles it and stops the workers with SIGTERM);
+    SIGTERM during training saves and stops the run (the trainer's handling); and the worker
+    gets SIGTERM when the parent dies, so it never outlives the study.
     """
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    if parent_pid is not None:
+        _die_with_parent(parent_pid)
     while True:
         try:
             task = conn.recv()
@@ -144,6 +257,8 @@ def _worker_loop(conn) -> None:
         except KeyboardInterrupt:
             return
         conn.send(outcome)
+        if outcome.get("status") == INTERRUPTED:
+            return  # told to stop (SIGTERM or Ctrl-C): take no further task
 
 
 # --- the plan and its state ---------------------------------------------------------------------
@@ -159,13 +274,15 @@ class StudyOutcome:
     skipped: list[str] = field(default_factory=list)
     completed: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    interrupted: list[str] = field(default_factory=list)
+    resumed: list[str] = field(default_factory=list)  # continued from an interrupted run's last checkpoint
     dry_run: bool = False
     jobs: int = 1
     threads: int = 1
 
     @property
     def ok(self) -> bool:
-        return not self.failed
+        return not self.failed and not self.interrupted
 
 
 def default_study_dir(study: Study, out: str | os.PathLike | None) -> Path:
@@ -205,6 +322,50 @@ def _is_done(entry: dict, study_dir: Path) -> bool:
         return False
     result = study_dir / entry["path"] / "result.json"
     return result.is_file() and read_json(result).get("status") == DONE
+
+
+RESUMABLE_STATES = ("interrupted", "running")  # result.json status of a run stopped mid-way
+
+
+def resumable_run_dir(seed_dir: Path, config: dict | None = None) -> Path | None:
+    """The newest `v<N>` under `seed_dir` if it can be continued: stopped mid-way (status
+    interrupted, or running with no process left), with a last checkpoint and, when `config` is
+    given, the same config (threads, data folder, out and name aside). Else None."""
+    run_dir = latest_run_dir(seed_dir)
+    if run_dir is None:
+        return None
+    try:
+        status = runs.read_result(run_dir).get("status")
+    except (OSError, ValueError):
+        return None
+    if status not in RESUMABLE_STATES or runs.checkpoint_path(run_dir, "last") is None:
+        return None
+    if config is not None:
+        try:
+            saved = runs.read_config_dict(run_dir)
+        except (OSError, CnnlabError):
+            return None
+        if _comparable(saved) != _comparable(config):
+            return None
+    return run_dir
+
+
+def _comparable(config: dict) -> str:
+    import copy
+    import json
+
+    cfg = copy.deepcopy(config) if isinstance(config, dict) else {}
+    for section, key in (("train", "threads"), ("train", "out"), ("train", "name"), ("data", "data_dir")):
+        if isinstance(cfg.get(section), dict):
+            cfg[section].pop(key, None)
+    return json.dumps(cfg, sort_keys=True, default=str)
+
+
+def _accepts_resume(train_fn) -> bool:
+    try:
+        return "resume" in inspect.signature(train_fn).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def usable_cores() -> int:
@@ -251,7 +412,7 @@ def _run_local(tasks: list[Task], jobs: int, on_start, on_done) -> None:
 
     def start_worker() -> _Worker:
         parent_end, child_end = ctx.Pipe(duplex=True)
-        proc = ctx.Process(target=_worker_loop, args=(child_end,), name="cnnlab-study-worker")
+        proc = ctx.Process(target=_worker_loop, args=(child_end, os.getpid()), name="cnnlab-study-worker")
         with _thread_env(tasks[0].threads):
             proc.start()
         child_end.close()
@@ -283,7 +444,20 @@ def _run_local(tasks: list[Task], jobs: int, on_start, on_done) -> None:
                     with contextlib.suppress(EOFError, OSError):
                         if worker.conn.poll():
                             outcome = worker.conn.recv()
-                if outcome is not None:
+                if outcome is not None and outcome.get("status") == INTERRUPTED:
+                    # only this worker was stopped (e.g. `kill <worker pid>`): it exits after
+                    # reporting; its run stays interrupted and the others go on
+                    task, worker.task = worker.task, None
+                    on_done(task, outcome)
+                    worker.process.join(timeout=STOP_GRACE_S)
+                    if worker.process.is_alive():
+                        worker.process.kill()
+                        worker.process.join(timeout=5)
+                    workers.remove(worker)
+                    worker.conn.close()
+                    if pending:
+                        assign(start_worker())
+                elif outcome is not None:
                     task = worker.task
                     on_done(task, outcome)
                     assign(worker)
@@ -297,14 +471,41 @@ def _run_local(tasks: list[Task], jobs: int, on_start, on_done) -> None:
                     if pending:
                         assign(start_worker())
     finally:
-        for worker in workers:
-            if worker.task is not None:  # only after an interrupt or an error in the parent
-                worker.process.terminate()
-                on_done(worker.task, {"status": INTERRUPTED, "error": "the study was interrupted"})
-            worker.process.join(timeout=10)
-            if worker.process.is_alive():
-                worker.process.kill()
-            worker.conn.close()
+        with _signals_deferred():
+            _stop_workers(workers, on_done)
+
+
+STOP_GRACE_S = 30  # how long stopped workers get to save their last state before SIGKILL
+
+
+def _stop_workers(workers: list[_Worker], on_done) -> None:
+    """End every worker; busy ones (only after an interrupt or an error in the parent) get
+    SIGTERM together, time to save their last checkpoint, then SIGKILL; their runs are recorded
+    (interrupted, with the folder to continue from, unless one finished meanwhile)."""
+    busy = [w for w in workers if w.task is not None]
+    for worker in busy:
+        with contextlib.suppress(OSError):
+            worker.process.terminate()
+    for worker in workers:
+        if worker.task is None:
+            with contextlib.suppress(OSError, BrokenPipeError):
+                worker.conn.send(None)  # idle: let it exit on its own
+    deadline = time.monotonic() + STOP_GRACE_S
+    for worker in workers:
+        worker.process.join(timeout=max(0.1, deadline - time.monotonic()))
+        if worker.process.is_alive():
+            worker.process.kill()
+            worker.process.join(timeout=5)
+    for worker in busy:
+        outcome = None
+        with contextlib.suppress(EOFError, OSError):
+            if worker.conn.poll():
+                outcome = worker.conn.recv()
+        if not isinstance(outcome, dict) or outcome.get("status") not in (DONE, INTERRUPTED):
+            outcome = _stopped_outcome(Path(worker.task.out) / worker.task.name)
+        on_done(worker.task, outcome)
+    for worker in workers:
+        worker.conn.close()
 
 
 def _run_ray(tasks: list[Task], jobs: int, address: str | None, on_start, on_done) -> None:
@@ -387,6 +588,21 @@ def run_study(
     study = path if isinstance(path, Study) else load_study(path, profile=profile)
     specs = expand(study, data_dir=data_dir)
     folder = Path(study_dir) if study_dir is not None else default_study_dir(study, out)
+    notify = progress or (lambda event: None)
+    if dry_run:
+        return _plan(study, specs, folder, jobs, notify, dry_run=True)[0]
+    # one study per folder; SIGTERM/SIGHUP stop the workers and record their runs as interrupted
+    with study_lock(folder), _stop_on_signals():
+        outcome, state, todo = _plan(study, specs, folder, jobs, notify, dry_run=False)
+        try:
+            _execute_plan(outcome, state, todo, backend, address, train_fn, notify)
+        except KeyboardInterrupt as err:
+            raise _interrupted(outcome, state, getattr(err, "signum", signal.SIGINT)) from None
+    return outcome
+
+
+def _plan(study: Study, specs: list[RunSpec], folder: Path, jobs, notify, dry_run: bool):
+    """The study's state (previous study.json merged in) and the runs still to do."""
     state_path = folder / STATE_FILE
     previous = read_json(state_path) if state_path.is_file() else None
     state = _initial_state(study, specs, previous)
@@ -395,19 +611,24 @@ def run_study(
     threads = _split_threads(jobs)
     outcome = StudyOutcome(study, folder, specs, skipped=[s.key for s in specs if s not in todo],
                            dry_run=dry_run, jobs=jobs, threads=threads)
-    notify = progress or (lambda event: None)
-    total = len(specs)
     for key in outcome.skipped:
-        notify({"event": "skip", "key": key, "run": state["runs"][key], "total": total})
-    if dry_run:
-        return outcome
+        notify({"event": "skip", "key": key, "run": state["runs"][key], "total": len(specs)})
+    return outcome, state, todo
 
+
+def _execute_plan(outcome: StudyOutcome, state: dict, todo: list[RunSpec], backend: str, address,
+                  train_fn: TrainFn, notify) -> None:
+    folder = outcome.study_dir
+    state_path = folder / STATE_FILE
+    total = len(outcome.runs)
     write_json(state_path, state)
     finished = [len(outcome.skipped)]
 
     def on_start(task: Task) -> None:
         entry = state["runs"][task.key]
         entry.update(status="running", started=_now())
+        if task.resume:
+            entry["resumed_from"] = _relative(task.resume, folder)
         write_json(state_path, state)
         notify({"event": "start", "key": task.key, "run": entry, "total": total})
 
@@ -415,23 +636,55 @@ def run_study(
         entry = state["runs"][task.key]
         for name in ("path", "log"):  # stored relative, so a study folder can be moved
             if result.get(name):
-                with contextlib.suppress(ValueError):
-                    result[name] = str(Path(result[name]).resolve().relative_to(folder.resolve()))
+                result[name] = _relative(result[name], folder)
         entry.pop("error", None)
         entry.update(result, finished=_now())
-        (outcome.completed if entry["status"] == DONE else outcome.failed).append(task.key)
+        status = entry["status"]
+        (outcome.completed if status == DONE else outcome.interrupted if status == INTERRUPTED
+         else outcome.failed).append(task.key)
         finished[0] += 1
         state["updated"] = _now()
         write_json(state_path, state)
         notify({"event": "done", "key": task.key, "run": entry, "done": finished[0], "total": total})
 
-    tasks = [
-        Task(s.key, s.config, str((folder / "runs" / s.slug).resolve()), s.run_name, threads, train_fn,
-             capture_output=backend == "local")
-        for s in todo
-    ]
+    can_resume = _accepts_resume(train_fn)
+    tasks = []
+    for s in todo:
+        seed_dir = (folder / "runs" / s.slug).resolve()
+        resume = resumable_run_dir(seed_dir / s.run_name, s.config) if can_resume else None
+        if resume is not None:
+            outcome.resumed.append(s.key)
+        tasks.append(Task(s.key, s.config, str(seed_dir), s.run_name, outcome.threads, train_fn,
+                          capture_output=backend == "local", resume=str(resume) if resume else None))
     if backend == "ray":
-        _run_ray(tasks, jobs, address, on_start, on_done)
+        _run_ray(tasks, outcome.jobs, address, on_start, on_done)
     else:
-        _run_local(tasks, jobs, on_start, on_done)
-    return outcome
+        _run_local(tasks, outcome.jobs, on_start, on_done)
+
+
+def _relative(path, folder: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(folder.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _interrupted(outcome: StudyOutcome, state: dict, signum: int) -> StudyInterrupted:
+    """The error `run_study` raises once a signal stopped it and study.json is written."""
+    try:
+        name = signal.Signals(signum).name
+    except ValueError:
+        name = f"signal {signum}"
+    how = "Ctrl-C" if signum == signal.SIGINT else name
+    counts = {}
+    for entry in state["runs"].values():
+        counts[entry.get("status")] = counts.get(entry.get("status"), 0) + 1
+    not_started = counts.get(PENDING, 0)
+    message = (
+        f"Study '{outcome.study.name}' stopped by {how}: {len(outcome.interrupted)} run(s) interrupted "
+        f"(each keeps its last checkpoint and continues from it), {not_started} not started, "
+        f"{counts.get(DONE, 0)} completed, {counts.get(FAILED, 0) + counts.get(DIVERGED, 0)} failed; "
+        f"{outcome.study_dir / STATE_FILE} records them. Run the same `cnnlab study` command again "
+        "to continue."
+    )
+    return StudyInterrupted(message, signum, outcome)

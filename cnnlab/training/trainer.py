@@ -25,6 +25,7 @@ from cnnlab.runs import RunLog, checkpoint_path
 from cnnlab.training import callbacks as cb
 from cnnlab.training.checkpoint import load_checkpoint
 from cnnlab.training.loggers import finish_loggers, make_loggers
+from cnnlab.training.checks import check_batches
 from cnnlab.training.loop import evaluate, fit
 from cnnlab.training.run import Run
 from cnnlab.training.runtime import compute_threads, set_seed, sigterm_as_interrupt, tune_allocator
@@ -67,6 +68,7 @@ def build_session(config: Config) -> Session:
                                 label=config.model.name)
     node = models.resolve(model_args.ref, model_args.input_shape, model_args.num_classes,
                           **model_args.options)
+    check_batches(node, t.batch_size, len(prepared.train))
     set_seed(t.seed)  # the initial weights depend only on the seed
     model = engine_spec.build_model(node)
     if config.model.whiten:

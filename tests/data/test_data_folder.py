@@ -98,8 +98,8 @@ def test_relative_folder_name_is_also_looked_up_in_the_data_dir(tmp_path, write_
 def test_images_of_different_sizes_are_refused_by_name(tmp_path, write_image_tree):
     write_image_tree(tmp_path)
     from PIL import Image
-    (tmp_path / "train" / "owl").mkdir()
-    Image.new("RGB", (7, 7)).save(tmp_path / "train" / "owl" / "big.png")
+    (tmp_path / "train" / "cat" / "big.png").unlink(missing_ok=True)
+    Image.new("RGB", (7, 7)).save(tmp_path / "train" / "cat" / "big.png")
     with pytest.raises(DataError, match=r"big\.png is 7x7 but the first image is 6x5"):
         read_image_folder(tmp_path)
 
@@ -114,6 +114,9 @@ def test_layout_errors_say_what_is_expected(tmp_path, write_image_tree):
     (tmp_path / "broken" / "test" / "a").mkdir(parents=True)
     (tmp_path / "broken" / "train" / "a" / "x.png").write_bytes(b"not a png")
     (tmp_path / "broken" / "test" / "a" / "y.png").write_bytes(b"not a png")
+    for split in ("train", "test"):  # a second class, so the layout itself is valid
+        (tmp_path / "broken" / split / "b").mkdir(parents=True)
+        (tmp_path / "broken" / split / "b" / "z.png").write_bytes(b"not a png")
     with pytest.raises(DataError, match=r"cannot decode image .*x\.png"):
         read_image_folder(tmp_path / "broken")
     with tarfile.open(tmp_path / "packed.tar.gz", "w:gz") as tar:
@@ -122,3 +125,35 @@ def test_layout_errors_say_what_is_expected(tmp_path, write_image_tree):
         read_image_folder(tmp_path / "packed.tar.gz")
     with pytest.raises(DataError, match="needs a path"):
         load("folder:", tmp_path)
+
+
+def test_a_single_class_is_refused(tmp_path, write_image_tree):
+    write_image_tree(tmp_path / "one", classes=("cat",))
+    with pytest.raises(DataError, match=r"has a single class \(cat\); a classifier needs at least two"):
+        read_image_folder(tmp_path / "one")
+
+
+def test_a_class_only_in_test_is_named(tmp_path, write_image_tree):
+    write_image_tree(tmp_path / "pets", classes=("cat", "dog"))
+    write_image_tree(tmp_path / "extra", classes=("emu",))
+    (tmp_path / "extra" / "test" / "emu").rename(tmp_path / "pets" / "test" / "emu")
+    with pytest.raises(DataError, match=r"class\(es\) 'emu' have images in test/ but none in train/"):
+        read_image_folder(tmp_path / "pets")
+
+
+def test_a_class_only_in_train_is_named(tmp_path, write_image_tree):
+    write_image_tree(tmp_path / "pets", classes=("cat", "dog", "emu"))
+    for image in (tmp_path / "pets" / "test" / "dog").iterdir():
+        image.unlink()  # an empty class folder counts as no class
+    with pytest.raises(DataError, match=r"class\(es\) 'dog' have images in train/ but none in test/"):
+        read_image_folder(tmp_path / "pets")
+
+
+def test_class_checks_apply_to_tar_archives(tmp_path, write_image_tree):
+    write_image_tree(tmp_path / "pets", classes=("cat", "dog"))
+    write_image_tree(tmp_path / "extra", classes=("emu",))
+    (tmp_path / "extra" / "test" / "emu").rename(tmp_path / "pets" / "test" / "emu")
+    with tarfile.open(tmp_path / "pets.tar", "w") as tar:
+        tar.add(tmp_path / "pets", arcname="pets")
+    with pytest.raises(DataError, match=r"'emu' have images in test/ but none in train/"):
+        read_image_folder(tmp_path / "pets.tar")
