@@ -77,6 +77,8 @@ class DataConfig:
     data_dir: directory holding the dataset files; None means `$CNNLAB_DATA`, then
         `~/.cache/cnnlab`.
     train_limit: keep a stratified, seeded subset of this many training images (None: all).
+    test_limit: evaluate on a stratified, seeded subset of this many test images (None: all);
+        for quick pipeline checks, not for results to report.
     val_fraction: share of the training set held out (stratified) for validation, in [0, 1).
     augment: batched augmentations applied to training batches, in order: any of crop, flip,
         rotate, translate, cutout, flip_alternate (see `cnnlab.data.augment`).
@@ -89,6 +91,7 @@ class DataConfig:
     dataset: str = "digits"
     data_dir: Optional[str] = None
     train_limit: Optional[int] = None
+    test_limit: Optional[int] = None
     val_fraction: float = 0.1
     augment: tuple[str, ...] = ()
     translate: int = 2
@@ -535,6 +538,9 @@ def _check_values(c: Config) -> None:
     _check_range("data.val_fraction", c.data.val_fraction, 0 <= c.data.val_fraction < 1, "in [0, 1)")
     tl = c.data.train_limit
     _check_range("data.train_limit", tl, tl is None or tl > 0, "a positive integer or null")
+    test_limit = c.data.test_limit
+    _check_range("data.test_limit", test_limit, test_limit is None or test_limit > 0,
+                 "a positive integer or null")
     _check_range("optim.lr", c.optim.lr, finite(c.optim.lr) and c.optim.lr > 0, "a positive number")
     _check_range("optim.momentum", c.optim.momentum, 0 <= c.optim.momentum < 1, "in [0, 1)")
     _check_range("optim.weight_decay", c.optim.weight_decay, c.optim.weight_decay >= 0, ">= 0")

@@ -76,3 +76,14 @@ def test_summary_of_a_run_uses_the_runs_own_engine(spec_run):
 
     assert summary(spec_run.path).engine == "scratch"
     assert summary(spec_run.path, engine="torch").engine == "torch"
+
+
+def test_test_limit_evaluates_a_stratified_subset_and_the_run_reloads_the_same(tmp_path):
+    run = train({"data": {"dataset": "digits", "train_limit": 200, "test_limit": 50},
+                 "model": {"name": "mlp"}, "train": {"epochs": 1, "out": str(tmp_path)}}, quiet=True)
+    assert run.result["test_samples"] == 50
+    test = run.test_data()
+    assert len(test.labels) == 50 and len(set(test.labels.tolist())) == 10  # stratified
+    again = train({"data": {"dataset": "digits", "train_limit": 200, "test_limit": 50},
+                   "model": {"name": "mlp"}, "train": {"epochs": 1, "out": str(tmp_path)}}, quiet=True)
+    np.testing.assert_array_equal(again.test_data().images, test.images)  # seeded

@@ -78,6 +78,9 @@ def prepare(data_cfg, seed: int) -> Prepared:
                           "lower it or raise data.train_limit.")
     train, val = train.subset(keep), train.subset(val_idx)
     check_split_sizes(train, val, val_fraction=fraction, train_limit=limit)
+    test_limit = getattr(data_cfg, "test_limit", None)
+    if test_limit is not None:  # a quick check's shortcut: the subset is stratified and seeded
+        test = test.subset(stratified_subset(test.labels, int(test_limit), seed))
     if getattr(data_cfg, "normalize", True):
         mean, std = channel_stats(train.images)
         # a constant channel would divide by zero; leave it unscaled

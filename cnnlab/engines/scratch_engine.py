@@ -131,12 +131,13 @@ class ScratchEngine:
         loss = self.loss_fn.forward(logits, y)
         return loss * y.shape[0], num_correct(logits, y)
 
-    def eval_views(self, views, y) -> tuple[float, int]:
-        """`eval_batch` on the mean of the logits over several views of one batch (TTA)."""
+    def eval_views(self, views, y) -> tuple[float, int, np.ndarray]:
+        """`eval_batch` on the mean of the logits over views of one batch (TTA; one view is
+        plain evaluation), plus the predicted classes (B,)."""
         y = _as_array(y)
         logits = sum(self.model.forward(_as_array(v, self.dtype)) for v in views) / len(views)
         loss = self.loss_fn.forward(logits, y)
-        return loss * y.shape[0], num_correct(logits, y)
+        return loss * y.shape[0], num_correct(logits, y), np.asarray(logits).argmax(axis=1)
 
     def predict(self, x) -> np.ndarray:
         """Logits (B, K) as float32."""

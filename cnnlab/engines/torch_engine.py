@@ -166,12 +166,14 @@ class TorchEngine:
 
     @torch.no_grad()
     def eval_views(self, views, y):
-        """`eval_batch` on the mean of the logits over several views of one batch (TTA)."""
+        """`eval_batch` on the mean of the logits over views of one batch (TTA; one view is
+        plain evaluation), plus the predicted classes (B,) as a NumPy array."""
         y = torch.as_tensor(y).to(self._device, non_blocking=True)
         with self._autocast_context():
             logits = sum(self._forward(self._inputs(v)).float() for v in views) / len(views)
             loss = self.loss_fn(logits, y)
-        return self._totals(loss, logits, y)
+        loss_sum, correct = self._totals(loss, logits, y)
+        return loss_sum, correct, logits.argmax(1).cpu().numpy()
 
     @torch.no_grad()
     def predict(self, x) -> np.ndarray:

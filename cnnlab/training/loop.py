@@ -12,6 +12,8 @@ import math
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from cnnlab.data.augment import tta_views
 from cnnlab.runs import METRIC_COLUMNS
 from cnnlab.training.callbacks import Callback
@@ -42,17 +44,39 @@ class FitState:
         self.stop_reason = reason
 
 
-def evaluate(engine, loader, tta=()) -> tuple[float, float]:
+class ClassCounts:
+    """Per-class totals and correct predictions, filled by `evaluate(..., class_counts=)`."""
+
+    def __init__(self, classes):
+        self.classes = tuple(classes)
+        self.total = np.zeros(len(self.classes), np.int64)
+        self.correct = np.zeros(len(self.classes), np.int64)
+
+    def add(self, labels, predicted) -> None:
+        labels = labels.cpu().numpy() if hasattr(labels, "cpu") else np.asarray(labels)
+        np.add.at(self.total, labels, 1)
+        np.add.at(self.correct, labels, np.asarray(predicted) == labels)
+
+    def accuracy(self) -> dict:
+        """{class name: accuracy (None for a class without samples)}."""
+        return {str(c): (float(self.correct[i] / self.total[i]) if self.total[i] else None)
+                for i, c in enumerate(self.classes)}
+
+
+def evaluate(engine, loader, tta=(), class_counts: ClassCounts | None = None) -> tuple[float, float]:
     """Mean loss and accuracy of `engine` over `loader`, in eval mode, without updates.
 
     tta: test-time augmentation views (`cnnlab.data.augment.tta_views`); with any, each batch
-    is scored on the mean of its views' logits (`engine.eval_views`).
+    is scored on the mean of its views' logits (`engine.eval_views`). class_counts: filled with
+    per-class results in the same pass (the test set is evaluated once).
     """
     engine.eval()
     loss_total, correct_total, seen = 0.0, 0, 0
     for x, y in loader:
-        if tta:
-            loss_sum, correct = engine.eval_views(tta_views(x, tta), y)
+        if tta or class_counts is not None:
+            loss_sum, correct, predicted = engine.eval_views(tta_views(x, tta), y)
+            if class_counts is not None:
+                class_counts.add(y, predicted)
         else:
             loss_sum, correct = engine.eval_batch(x, y)
         loss_total += loss_sum

@@ -132,11 +132,15 @@ class Run:
         return np.concatenate(chunks) if chunks else np.zeros((0, self.num_classes), np.float32)
 
     def test_data(self):
-        """The run's test split (an ArrayDataset), reloaded with the run's data config."""
-        from cnnlab.data import load
+        """The run's test split (an ArrayDataset), reloaded with the run's data config (and
+        its `data.test_limit` subset, the one the run was evaluated on)."""
+        from cnnlab.data import load, stratified_subset
 
         data = self.config.data
-        return load(data.dataset, data.data_dir, download=data.download)["test"]
+        test = load(data.dataset, data.data_dir, download=data.download)["test"]
+        if data.test_limit is not None:
+            test = test.subset(stratified_subset(test.labels, data.test_limit, self.config.train.seed))
+        return test
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

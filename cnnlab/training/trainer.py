@@ -26,7 +26,7 @@ from cnnlab.training import callbacks as cb
 from cnnlab.training.checkpoint import load_checkpoint
 from cnnlab.training.loggers import finish_loggers, make_loggers
 from cnnlab.training.checks import check_batches
-from cnnlab.training.loop import evaluate, fit
+from cnnlab.training.loop import ClassCounts, evaluate, fit
 from cnnlab.training.run import Run
 from cnnlab.training.runtime import compute_threads, set_seed, sigterm_as_interrupt, tune_allocator
 from cnnlab.training.whiten import whiten_first_conv
@@ -281,9 +281,10 @@ def _final_metrics(session: Session, run_dir: Path, state, timer) -> dict:
         payload = load_checkpoint(best_path)
         session.engine.load_state_dict(payload)
         best = payload.get("best") or {}
-        test_loss, test_acc = evaluate(session.engine, session.test_loader, session.config.eval.tta)
-        per_class = per_class_accuracy(session.engine, session.test_loader, session.prepared.classes,
-                                       session.config.eval.tta)
+        counts = ClassCounts(session.prepared.classes)
+        test_loss, test_acc = evaluate(session.engine, session.test_loader, session.config.eval.tta,
+                                       class_counts=counts)
+        per_class = counts.accuracy()
     best_epoch = best.get("epoch")
     best_row = next((r for r in state.history if r["epoch"] == best_epoch), {})
     return {
@@ -298,23 +299,6 @@ def _final_metrics(session: Session, run_dir: Path, state, timer) -> dict:
         "epochs_run": state.history[-1]["epoch"] if state.history else 0,
         **timer.summary(),
     }
-
-
-def per_class_accuracy(engine, loader, classes, tta=()) -> dict:
-    """{class name: test accuracy of that class (None when the class has no test images)}.
-
-    Predictions average the same test-time augmentation views as the test accuracy."""
-    from cnnlab.data.augment import tta_views
-
-    engine.eval()
-    correct = np.zeros(len(classes), np.int64)
-    total = np.zeros(len(classes), np.int64)
-    for x, y in loader:
-        labels = y.cpu().numpy() if hasattr(y, "cpu") else np.asarray(y)
-        predicted = np.mean([engine.predict(v) for v in tta_views(x, tta)], axis=0).argmax(axis=1)
-        np.add.at(total, labels, 1)
-        np.add.at(correct, labels, predicted == labels)
-    return {str(c): (float(correct[i] / total[i]) if total[i] else None) for i, c in enumerate(classes)}
 
 
 def _finite_or_none(value):

@@ -76,7 +76,8 @@ def test_flip_tta_logits_are_the_mean_of_the_two_views():
     x, y = _batch(n=16)
     views = tta_views(x, ["flip"])
     logits = (torch.as_tensor(engine.predict(x)) + torch.as_tensor(engine.predict(x.flip(3)))) / 2
-    loss_sum, correct = engine.eval_views(views, y)
+    loss_sum, correct, predicted = engine.eval_views(views, y)
+    assert (predicted == logits.argmax(1).numpy()).all()
     expected_loss = nn.functional.cross_entropy(logits, y, reduction="sum")
     assert loss_sum == pytest.approx(float(expected_loss), rel=1e-5)
     assert correct == int((logits.argmax(1) == y).sum())
