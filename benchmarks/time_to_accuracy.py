@@ -40,7 +40,7 @@ def run_recipe(name: str, data_dir: str, threads: int, out: str, overrides: list
     config = load_config(path, [f"train.threads={threads}", f"train.out={out}", *overrides])
     config = config.replace(**{"data.data_dir": data_dir})
     load_before = os.getloadavg()[0]
-    run = train(config, plots=False)
+    run = train(config)
     r = run.result
     return {"name": name, "acc": r["test_acc"], "seconds": r["train_s"], "epochs": r["epochs_run"],
             "target": target, "budget": budget, "load": (load_before, os.getloadavg()[0]),

@@ -271,10 +271,12 @@ class Config:
         return atomic_write_text(path, self.to_yaml())
 
 
-def load_config(path_or_dict=None, overrides=None) -> Config:
+def load_config(path_or_dict=None, overrides=None, profile: str | None = None) -> Config:
     """A Config from a YAML path, a dict or a Config (None: defaults), with overrides applied.
 
-    `overrides` is a list of `"a.b=value"` strings or a dict `{"a.b": value}`.
+    `overrides` is a list of `"a.b=value"` strings or a dict `{"a.b": value}`. A config file may
+    hold named `profiles:` (`{gpu: {description: ..., set: {train.device: cuda, ...}}}`);
+    `profile` applies one's `set` before the overrides. The saved config is the resolved one.
     """
     if path_or_dict is None:
         base: dict = {}
@@ -293,9 +295,30 @@ def load_config(path_or_dict=None, overrides=None) -> Config:
         base = {}
     if not isinstance(base, Mapping):
         raise ConfigError(f"A config must be a mapping of sections, got {base!r:.200}.")
+    base = dict(base)
+    profiles = base.pop("profiles", None) or {}
+    if profile is not None:
+        for key, value in _profile_settings(profiles, profile).items():
+            _set_dotted(base, key, value)
     for key, value in _override_items(overrides):
         _set_dotted(base, key, value)
     return Config.from_dict(base)
+
+
+def _profile_settings(profiles, name: str) -> dict:
+    """The dotted settings of profile `name`, or a ConfigError naming the profiles there are."""
+    if not isinstance(profiles, Mapping) or name not in profiles:
+        names = list(profiles) if isinstance(profiles, Mapping) else []
+        raise ConfigError(
+            f"Unknown profile {name!r}; this config has "
+            f"{'the profiles ' + ', '.join(names) if names else 'no profiles'}."
+            f"{did_you_mean(name, names)}"
+        )
+    entry = profiles[name] or {}
+    settings = entry.get("set", {}) if isinstance(entry, Mapping) else None
+    if not isinstance(settings, Mapping):
+        raise ConfigError(f"Profile {name!r} must be a mapping with 'set: {{section.key: value}}'.")
+    return dict(settings)
 
 
 def parse_overrides(items) -> dict:

@@ -30,6 +30,7 @@ def register(subparsers) -> None:
     d.add_argument("--data-dir", help="directory with the dataset files")
     d.add_argument("--out", default="runs", help="directory for run folders (default runs)")
     d.add_argument("--epochs", type=int, help="epochs (default 8)")
+    d.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
     d.add_argument("--quiet", action="store_true", help="no progress output")
     d.set_defaults(func=run)
 
@@ -43,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
         overrides["data.data_dir"] = args.data_dir
     if args.epochs:
         overrides["train.epochs"] = args.epochs
+    if args.device:
+        overrides["train.device"] = args.device
     if args.dataset in DEMO_THREADS:
         overrides["train.threads"] = DEMO_THREADS[args.dataset]
     result = train(load_config(DEMO_CONFIG, overrides), quiet=args.quiet)

@@ -43,6 +43,7 @@ def register(subparsers) -> None:
                    help="override a config key, e.g. --set optim.name=adam (repeatable)")
     p.add_argument("--logger", action="append", default=[], metavar="NAME",
                    help="also log to tensorboard or mlflow (train.loggers; repeatable)")
+    p.add_argument("--profile", help="a profile of the config file, e.g. gpu")
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last.pt")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots at the end")
@@ -76,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         overrides = {**_flag_overrides(args), **parse_overrides(args.set)}
         if args.logger:
             overrides["train.loggers"] = list(dict.fromkeys(args.logger))
-        config = load_config(args.config, overrides)
+        config = load_config(args.config, overrides, profile=args.profile)
         result = train(config, quiet=args.quiet, plots=not args.no_plots)
     print_result(result)
     return exit_code(result)

@@ -14,7 +14,8 @@ import yaml
 from cnnlab.study import expand, load_study, report, run_study
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-STUDIES = sorted(p for p in EXAMPLES.glob("*.yaml") if "profiles" in yaml.safe_load(p.read_text()))
+STUDIES = sorted(p for p in EXAMPLES.glob("*.yaml")
+                 if {"profiles"} <= set(doc := yaml.safe_load(p.read_text())) and {"grid", "variants"} & set(doc))
 NAMES = [p.stem for p in STUDIES]
 
 

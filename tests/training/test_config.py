@@ -109,3 +109,20 @@ def test_shipped_recipes_are_valid_configs(recipe):
 
     config = load_config(Path(__file__).resolve().parents[2] / "examples" / recipe)
     assert config.schedule.name == "onecycle" and config.train.threads == 2
+
+
+def test_the_fast_cifar_recipe_and_its_gpu_profile_are_valid_configs():
+    from pathlib import Path
+
+    from cnnlab.errors import ConfigError
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "cifar10_fast.yaml"
+    cpu = load_config(path)
+    assert (cpu.model.name, cpu.model.whiten, cpu.eval.tta) == ("fast_cnn", True, ("flip", "translate"))
+    assert "flip_alternate" in cpu.data.augment and cpu.train.device == "auto"
+    gpu = load_config(path, profile="gpu")
+    assert gpu.train.device == "cuda" and gpu.model.options["width"] == 1.0
+    assert gpu.train.batch_size > cpu.train.batch_size
+    assert "profiles" not in gpu.to_dict()  # the saved config is the resolved one
+    with pytest.raises(ConfigError, match="Unknown profile 'gpuu'.*profiles gpu.*Did you mean 'gpu'"):
+        load_config(path, profile="gpuu")

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -97,7 +99,8 @@ def test_mlflow_server_receives_params_metrics_and_artifacts(tmp_path):
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
          "--backend-store-uri", (tmp_path / "store").as_uri(),
          "--artifacts-destination", (tmp_path / "artifacts").as_uri(), "--workers", "1"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path)
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path,
+        start_new_session=True)  # its own process group: `mlflow server` starts a uvicorn child
     uri = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
@@ -109,7 +112,6 @@ def test_mlflow_server_receives_params_metrics_and_artifacts(tmp_path):
             except OSError:
                 pass
             if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
                 pytest.fail(f"mlflow server did not start: {server.stderr.read().decode()[-2000:]}")
             time.sleep(0.5)
         run = cnnlab.train(_tiny(tmp_path, loggers=["mlflow"], mlflow_uri=uri), quiet=True, plots=False)
@@ -120,8 +122,9 @@ def test_mlflow_server_receives_params_metrics_and_artifacts(tmp_path):
         assert [m.value for m in history] == pytest.approx([m["train_loss"] for m in run.metrics])
         assert "run/metrics.csv" in {a.path for a in client.list_artifacts(record["run_id"], "run")}
         assert any((tmp_path / "artifacts").rglob("metrics.csv"))  # stored by the server
-    finally:
-        server.kill()
+    finally:  # the whole group, so no uvicorn worker outlives the test
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)
         server.wait(timeout=30)
 
 
