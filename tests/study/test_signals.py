@@ -170,7 +170,10 @@ def test_workers_do_not_outlive_a_study_killed_with_sigkill(tmp_path):
     rows = aggregate(out / "s")
     assert sum(r["n_interrupted"] for r in rows) == 2 and sum(r["n_failed"] for r in rows) == 0
     for result in out.glob("s/runs/*/seed0/v1/result.json"):
-        assert json.loads(result.read_text())["status"] == "interrupted"  # saved on the way out
+        # normally saved on the way out as "interrupted"; a worker cut off before its handler
+        # ran leaves "running", which the report also reads as interrupted (no lock is held)
+        assert json.loads(result.read_text())["status"] in ("interrupted", "running")
+        assert (result.parent / "last.pt").is_file()
 
 
 def _diagnose(out: Path) -> str:
