@@ -13,7 +13,7 @@ from typing import Sequence
 from cnnlab.errors import CnnlabError
 from cnnlab.study import effects, figures, stats
 from cnnlab.study.results import (StudyData, aggregate_rows, analysis, from_run_dirs, from_study_dir,
-                                  variant_findings)
+                                  per_class_rows, variant_findings)
 from cnnlab.study.spec import format_setting
 from cnnlab.study.store import status_counts
 from cnnlab.utils import atomic_write_bytes, atomic_write_text
@@ -341,6 +341,20 @@ def _timing(data: StudyData, rows: list[dict]) -> list:
     ]
 
 
+def _per_class(data: StudyData) -> list:
+    classes, rows = per_class_rows(data)
+    if not classes:
+        return []
+    return [
+        Heading("Per-class accuracy"),
+        Para("Test accuracy per class (%), mean over the completed runs of each variant; the "
+             "lowest classes show where a model still confuses the data."),
+        Table(("variant", "n", *classes), tuple(
+            (r["variant"], str(r["n"]), *(_num(100 * r["per_class"][c]) if not math.isnan(r["per_class"][c])
+                                          else "—" for c in classes)) for r in rows)),
+    ]
+
+
 def _summaries(data: StudyData) -> list:
     from cnnlab.inspect import summary
 
@@ -390,7 +404,7 @@ def build_document(data: StudyData, image_prefix: str) -> list:
         Image(f"{image_prefix}_accuracy.png", "test accuracy per variant",
               figures.png_bytes(figures.accuracy_figure(data))),
     ]
-    doc += _diagnostics(data) + _timing(data, rows) + _summaries(data) + _failures(data)
+    doc += _per_class(data) + _diagnostics(data) + _timing(data, rows) + _summaries(data) + _failures(data)
     return doc
 
 

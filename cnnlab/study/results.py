@@ -253,6 +253,22 @@ def aggregate_rows(data: StudyData, result: effects.Analysis | None = None) -> l
     return rows
 
 
+def per_class_rows(data: StudyData) -> tuple[list[str], list[dict]]:
+    """(class names, one row per variant) of test accuracy per class, mean over the completed
+    runs that recorded it (`per_class_acc` in result.json); no classes when none did."""
+    classes: list[str] = []
+    rows = []
+    for variant in data.variants:
+        tables = [r.result.get("per_class_acc") for r in data.completed(variant["name"])]
+        tables = [t for t in tables if isinstance(t, dict)]
+        for table in tables:
+            classes += [c for c in table if c not in classes]
+        means = {c: stats.mean([t[c] for t in tables if isinstance(t.get(c), (int, float))])
+                 for c in classes}
+        rows.append({"variant": variant["name"], "n": len(tables), "per_class": means})
+    return classes, [r for r in rows if r["n"]]
+
+
 def curve_bands(records: Sequence[RunRecord], key: str) -> dict:
     """Per epoch: mean, min and max of `key` over the runs that reached that epoch (NaN skipped)."""
     by_epoch: dict[int, list[float]] = {}

@@ -141,3 +141,19 @@ def test_progress_lines():
     progress({"event": "done", "run": run, "done": 3, "total": 4})
     assert stream.getvalue() == ("[3/4] failed    lr=9  seed 1  2.2 s  error: RuntimeError: boom  "
                                  "log: runs/lr=9/seed1/study.log\n")
+
+
+def test_per_class_accuracy_is_averaged_per_variant_in_the_report(study_dir):
+    from cnnlab.study.results import from_study_dir, per_class_rows
+
+    data = from_study_dir(study_dir)
+    classes, rows = per_class_rows(data)
+    assert classes == [str(k) for k in range(10)]
+    for row in rows:
+        tables = [r.result["per_class_acc"] for r in data.completed(row["variant"])]
+        assert row["n"] == len(tables)
+        expected = sum(t["3"] for t in tables) / len(tables)
+        assert row["per_class"]["3"] == pytest.approx(expected)
+    html = report(study_dir).read_text()
+    assert ">Per-class accuracy</h" in html
+    assert f"{100 * rows[0]['per_class']['0']:.2f}" in html
