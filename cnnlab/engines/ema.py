@@ -77,3 +77,15 @@ class WeightAverage:
     def load_average(self, state: dict) -> None:
         for name, average in self.average.items():
             _assign(average, state[name])
+
+    def checkpoint_entries(self, live: dict) -> dict:
+        """A checkpoint's `model` (the average: what evaluation, `Run.model` and export use) and
+        `train_model` (the training weights, so a resume continues exactly)."""
+        return {"model": self.average_state(), "train_model": self.training_state(live)}
+
+    def restore(self, state: dict, live: dict, load_model) -> None:
+        """Load a checkpoint's weights: training ones into the model through `load_model`, the
+        average into this; a checkpoint written without EMA gives both from its `model`."""
+        self.swap_out(live)
+        load_model(state.get("train_model", state["model"]))
+        self.load_average(state["model"])

@@ -155,8 +155,8 @@ class ScratchEngine:
             "optimizer": self.optimizer.state_dict(),
             "rng": scratch_random.get_state(),
         }
-        if self.ema is not None:  # "model" is what evaluation uses: the average
-            state.update(model=self.ema.average_state(), train_model=self.ema.training_state(self._live()))
+        if self.ema is not None:
+            state.update(self.ema.checkpoint_entries(self._live()))
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -168,9 +168,7 @@ class ScratchEngine:
                 f"'optimizer', 'rng'); got {got}."
             )
         if self.ema is not None:
-            self.ema.swap_out(self._live())
-            self.model.load_state_dict(state.get("train_model", state["model"]))
-            self.ema.load_average(state["model"])
+            self.ema.restore(state, self._live(), self.model.load_state_dict)
         else:
             self.model.load_state_dict(state["model"])
         if state.get("optimizer"):

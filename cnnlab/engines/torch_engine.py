@@ -186,16 +186,13 @@ class TorchEngine:
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "rng": rng}
-        if self.ema is not None:  # "model" is what evaluation uses: the average
-            live = self.model.state_dict()
-            state.update(model=self.ema.average_state(), train_model=self.ema.training_state(live))
+        if self.ema is not None:
+            state.update(self.ema.checkpoint_entries(self.model.state_dict()))
         return state
 
     def load_state_dict(self, state: dict) -> None:
         if self.ema is not None:
-            self.ema.swap_out(self.model.state_dict())
-            self.model.load_state_dict(state.get("train_model", state["model"]))
-            self.ema.load_average(state["model"])
+            self.ema.restore(state, self.model.state_dict(), self.model.load_state_dict)
         else:
             self.model.load_state_dict(state["model"])
         if state.get("optimizer"):
