@@ -256,16 +256,17 @@ def aggregate_rows(data: StudyData, result: effects.Analysis | None = None) -> l
 def per_class_rows(data: StudyData) -> tuple[list[str], list[dict]]:
     """(class names, one row per variant) of test accuracy per class, mean over the completed
     runs that recorded it (`per_class_acc` in result.json); no classes when none did."""
-    classes: list[str] = []
-    rows = []
-    for variant in data.variants:
-        tables = [r.result.get("per_class_acc") for r in data.completed(variant["name"])]
-        tables = [t for t in tables if isinstance(t, dict)]
-        for table in tables:
+    tables = {v["name"]: [t for t in (r.result.get("per_class_acc") for r in data.completed(v["name"]))
+                          if isinstance(t, dict)] for v in data.variants}
+    classes: list[str] = []  # every class seen, in first-seen order (datasets may differ)
+    for variant_tables in tables.values():
+        for table in variant_tables:
             classes += [c for c in table if c not in classes]
-        means = {c: stats.mean([t[c] for t in tables if isinstance(t.get(c), (int, float))])
-                 for c in classes}
-        rows.append({"variant": variant["name"], "n": len(tables), "per_class": means})
+    rows = []
+    for name, variant_tables in tables.items():
+        means = {c: stats.mean([t[c] for t in variant_tables if isinstance(t.get(c), (int, float))])
+                 for c in classes}  # NaN for a class this variant's dataset does not have
+        rows.append({"variant": name, "n": len(variant_tables), "per_class": means})
     return classes, [r for r in rows if r["n"]]
 
 

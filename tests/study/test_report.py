@@ -1,6 +1,7 @@
 import base64
 import re
 
+import numpy as np
 import pytest
 import yaml
 
@@ -157,3 +158,20 @@ def test_per_class_accuracy_is_averaged_per_variant_in_the_report(study_dir):
     html = report(study_dir).read_text()
     assert ">Per-class accuracy</h" in html
     assert f"{100 * rows[0]['per_class']['0']:.2f}" in html
+
+
+def test_per_class_rows_cover_variants_on_different_datasets():
+    from cnnlab.runs import RunRecord
+    from cnnlab.study.results import RunEntry, StudyData, per_class_rows
+
+    def entry(variant, table):
+        record = RunRecord(path=None, result={"status": "completed", "per_class_acc": table})
+        return RunEntry(variant, 0, "completed", record, None, None, None)
+
+    data = StudyData(name="s", description="", base={}, variants=[{"name": "a", "changes": {}},
+                     {"name": "b", "changes": {}}], baseline="a",
+                     runs=[entry("a", {"0": 0.5, "1": 0.7}), entry("b", {"cat": 0.9})])
+    classes, rows = per_class_rows(data)
+    assert classes == ["0", "1", "cat"]
+    assert rows[0]["per_class"]["0"] == 0.5 and np.isnan(rows[0]["per_class"]["cat"])
+    assert rows[1]["per_class"]["cat"] == 0.9 and np.isnan(rows[1]["per_class"]["1"])
