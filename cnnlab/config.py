@@ -568,6 +568,10 @@ def _check_values(c: Config) -> None:
     _check_range("optim.momentum", c.optim.momentum, 0 <= c.optim.momentum < 1, "in [0, 1)")
     _check_range("optim.weight_decay", c.optim.weight_decay, c.optim.weight_decay >= 0, ">= 0")
     _check_range("optim.eps", c.optim.eps, c.optim.eps > 0, "> 0")
+    _check_range("optim.bias_lr_scale", c.optim.bias_lr_scale,
+                 finite(c.optim.bias_lr_scale) and c.optim.bias_lr_scale > 0, "a positive number")
+    bias_wd = c.optim.bias_weight_decay
+    _check_range("optim.bias_weight_decay", bias_wd, bias_wd is None or bias_wd >= 0, ">= 0 or null")
     b1, b2 = c.optim.betas
     _check_range("optim.betas", list(c.optim.betas), 0 <= b1 < 1 and 0 <= b2 < 1, "two numbers in [0, 1)")
     if c.optim.nesterov and (c.optim.name != "sgd" or c.optim.momentum <= 0):

@@ -47,6 +47,11 @@ class OptimConfig:
     momentum, nesterov: SGD momentum and Nesterov's variant (nesterov needs momentum > 0).
     weight_decay: L2 penalty for sgd/adam, decoupled decay for adamw.
     betas, eps: Adam/AdamW moment coefficients and denominator epsilon.
+    bias_lr_scale: learning-rate multiplier for every bias (conv, linear and normalisation
+        biases), which the schedule scales like the rest. Fast recipes (airbench) train biases
+        with a much larger rate than weights: after BN a bias shift is not rescaled away.
+    bias_weight_decay: weight decay for the biases (null: `weight_decay`). Setting either of
+        these two splits the parameters into two groups (weights first, then biases).
     """
 
     name: str = "sgd"
@@ -56,6 +61,8 @@ class OptimConfig:
     weight_decay: float = 5e-4
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
+    bias_lr_scale: float = 1.0
+    bias_weight_decay: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -103,11 +110,39 @@ def as_section(cfg: Any, section: type):
     return section(**{k: v for k, v in values.items() if v is not None})
 
 
-def build_optimizer(params: Iterable, optim_cfg: Any, classes: Mapping[str, type]):
+def is_bias(name: str) -> bool:
+    """A parameter name (torch's dotted path) that names a bias."""
+    return name.rsplit(".", 1)[-1] == "bias"
+
+
+def parameter_groups(params: Iterable, names: Iterable[str], cfg: "OptimConfig") -> list:
+    """`params` as one group, or weights then biases when the config treats biases apart."""
+    params = list(params)
+    if cfg.bias_lr_scale == 1.0 and cfg.bias_weight_decay is None:
+        return params
+    names = list(names)
+    if len(names) != len(params):
+        raise ConfigError(
+            f"optim.bias_lr_scale / optim.bias_weight_decay need a name for every parameter; "
+            f"got {len(names)} names for {len(params)} parameters."
+        )
+    weights = [p for n, p in zip(names, params) if not is_bias(n)]
+    biases = [p for n, p in zip(names, params) if is_bias(n)]
+    decay = cfg.weight_decay if cfg.bias_weight_decay is None else cfg.bias_weight_decay
+    groups = [{"params": weights}] if weights else []
+    if biases:
+        groups.append({"params": biases, "lr": cfg.lr * cfg.bias_lr_scale, "weight_decay": decay})
+    return groups
+
+
+def build_optimizer(params: Iterable, optim_cfg: Any, classes: Mapping[str, type],
+                    names: Iterable[str] = ()):
     """The optimiser `optim_cfg.name` names over `params`, taken from `classes`.
 
     classes: an engine's optimiser classes by name (`sgd`, `adam`, `adamw`), each taking
     torch's constructor arguments.
+    names: the parameters' names, in the same order (needed when biases get their own group,
+    see `OptimConfig.bias_lr_scale`).
     """
     cfg = as_section(optim_cfg, OptimConfig)
     name = str(cfg.name).lower()
@@ -120,7 +155,8 @@ def build_optimizer(params: Iterable, optim_cfg: Any, classes: Mapping[str, type
         kwargs = dict(momentum=cfg.momentum, nesterov=bool(cfg.nesterov))
     else:
         kwargs = dict(betas=tuple(cfg.betas), eps=cfg.eps)
-    return classes[name](params, lr=cfg.lr, weight_decay=cfg.weight_decay, **kwargs)
+    groups = parameter_groups(params, names, cfg)
+    return classes[name](groups, lr=cfg.lr, weight_decay=cfg.weight_decay, **kwargs)
 
 
 def build_scheduler(optimizer: Any, schedule_cfg: Any, steps_per_epoch: int, epochs: int):
@@ -162,7 +198,9 @@ def build_scheduler(optimizer: Any, schedule_cfg: Any, steps_per_epoch: int, epo
             )
         max_lr = number("max_lr")
         groups = param_groups_of(optimizer)
-        max_lrs = [max_lr] * len(groups) if max_lr is not None else [float(g["lr"]) for g in groups]
+        lrs = [float(g["lr"]) for g in groups]
+        # an explicit max_lr is the first group's (the weights'); later groups keep their ratio
+        max_lrs = [max_lr * lr / lrs[0] for lr in lrs] if max_lr is not None else lrs
         final_div = max_lrs[0] / ONECYCLE_DIV_FACTOR / min_lr if min_lr > 0 else 1e4
         return OneCycleLR(optimizer, max_lrs, total_steps=total_steps,
                           pct_start=number("pct_start"), cycle_momentum=bool(cfg.cycle_momentum),

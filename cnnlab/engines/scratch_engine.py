@@ -90,7 +90,8 @@ class ScratchEngine:
                 )
         self.model = model
         _skip_input_gradient(model)
-        self.optimizer = build_optimizer(model.parameters(), optim_cfg, SCRATCH_OPTIMIZERS)
+        self.optimizer = build_optimizer(model.parameters(), optim_cfg, SCRATCH_OPTIMIZERS,
+                                         names=[name for name, _, _ in model.named_parameters()])
         self.loss_fn = CrossEntropyLoss(label_smoothing=label_smoothing)
         params = model.parameters()
         self.dtype = params[0].data.dtype if params else np.dtype(np.float32)

@@ -103,7 +103,9 @@ class TorchEngine:
         self.model = model.to(self._device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.optimizer = build_optimizer(self.model.parameters(), optim_cfg, TORCH_OPTIMIZERS)
+        named = list(self.model.named_parameters())
+        self.optimizer = build_optimizer([p for _, p in named], optim_cfg, TORCH_OPTIMIZERS,
+                                         names=[n for n, _ in named])
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self._on_cuda = self._device.type == "cuda"
         self._autocast = bool(amp) and self._on_cuda

@@ -166,3 +166,62 @@ def test_fast_options_are_validated():
         load_config({"train": {"ema": 1.5}})
     with pytest.raises(ConfigError, match="data.augment"):
         load_config({"data": {"augment": ["flip_alternat"]}})
+
+
+def _bias_group_batches(steps=3, n=16):
+    rng = np.random.default_rng(5)
+    return [(torch.from_numpy(rng.normal(size=(n, 1, 8, 8))), torch.from_numpy(rng.integers(0, 10, n)))
+            for _ in range(steps)]
+
+
+@pytest.mark.parametrize("engine_name", ["torch", "scratch"])
+def test_biases_get_their_own_learning_rate_and_decay(engine_name):
+    """optim.bias_lr_scale / bias_weight_decay: the engine's steps equal a torch loop whose
+    optimiser has a weights group and a biases group (float64, SGD with nesterov momentum)."""
+    cfg = {"name": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-3,
+           "bias_lr_scale": 8.0, "bias_weight_decay": 0.0}
+    torch.manual_seed(0)
+    reference = models.build("small_cnn", (1, 8, 8), 10, engine="torch").double()
+    model = models.build("small_cnn", (1, 8, 8), 10, engine=engine_name).double()
+    model.load_state_dict(reference.state_dict())
+    engine = (TorchEngine(model, cfg, channels_last=False) if engine_name == "torch"
+              else ScratchEngine(model, cfg))
+    named = list(reference.named_parameters())
+    weights = [p for n, p in named if not n.endswith(".bias")]
+    biases = [p for n, p in named if n.endswith(".bias")]
+    assert biases and weights
+    groups = engine.optimizer.param_groups
+    assert [len(g["params"]) for g in groups] == [len(weights), len(biases)]
+    assert (groups[1]["lr"], groups[1]["weight_decay"]) == (0.4, 0.0)
+    torch_opt = torch.optim.SGD([{"params": weights}, {"params": biases, "lr": 0.4, "weight_decay": 0.0}],
+                                lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-3)
+    engine.train()
+    reference.train()
+    for x, y in _bias_group_batches():
+        engine.train_batch(x, y)
+        torch_opt.zero_grad()
+        nn.functional.cross_entropy(reference(x), y).backward()
+        torch_opt.step()
+    expected = reference.state_dict()
+    for key, value in model.state_dict().items():
+        value = value.detach().numpy() if hasattr(value, "detach") else value
+        np.testing.assert_allclose(value, expected[key].numpy(), rtol=1e-9, atol=1e-12, err_msg=key)
+
+
+def test_onecycle_keeps_the_bias_ratio_and_old_configs_keep_one_group():
+    from cnnlab.engines.optim import build_scheduler
+
+    model = models.build("small_cnn", (1, 8, 8), 10, engine="torch")
+    plain = TorchEngine(model, {"name": "sgd", "lr": 0.1}, channels_last=False)
+    assert len(plain.optimizer.param_groups) == 1  # checkpoints of earlier runs still load
+    engine = TorchEngine(model, {"name": "sgd", "lr": 0.1, "bias_lr_scale": 4.0}, channels_last=False)
+    scheduler = build_scheduler(engine.optimizer, {"name": "onecycle", "max_lr": 0.2}, 10, 2)
+    for _ in range(5):
+        engine.optimizer.step()
+        scheduler.step()
+    weights_lr, bias_lr = (g["lr"] for g in engine.optimizer.param_groups)
+    assert bias_lr == pytest.approx(4.0 * weights_lr)
+    with pytest.raises(ConfigError, match="optim.bias_lr_scale"):
+        load_config(overrides={"optim.bias_lr_scale": 0})
+    with pytest.raises(ConfigError, match="optim.bias_weight_decay"):
+        load_config(overrides={"optim.bias_weight_decay": -1})
