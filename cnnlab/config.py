@@ -571,6 +571,10 @@ def _check_values(c: Config) -> None:
     _check_range("optim.bias_lr_scale", c.optim.bias_lr_scale,
                  finite(c.optim.bias_lr_scale) and c.optim.bias_lr_scale > 0, "a positive number")
     bias_wd = c.optim.bias_weight_decay
+    _check_range("optim.lookahead_steps", c.optim.lookahead_steps, c.optim.lookahead_steps >= 0,
+                 "an integer >= 0 (0: no Lookahead)")
+    _check_range("optim.lookahead_alpha", c.optim.lookahead_alpha, 0 < c.optim.lookahead_alpha <= 1,
+                 "in (0, 1]")
     _check_range("optim.bias_weight_decay", bias_wd, bias_wd is None or bias_wd >= 0, ">= 0 or null")
     b1, b2 = c.optim.betas
     _check_range("optim.betas", list(c.optim.betas), 0 <= b1 < 1 and 0 <= b2 < 1, "two numbers in [0, 1)")

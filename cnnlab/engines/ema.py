@@ -1,4 +1,5 @@
-"""An exponential moving average of a model's weights and buffers, for either engine.
+"""Weight averaging for either engine: an exponential moving average (`WeightAverage`) and
+Lookahead's slow weights (`Lookahead`).
 
 `WeightAverage` works on a model's live state: a dict `name -> tensor or array` whose values
 are the model's own storage (torch's `state_dict()` tensors share it; the NumPy engine's
@@ -10,6 +11,9 @@ for floating-point entries (parameters and BN running statistics); integer buffe
 (`num_batches_tracked`) are copied. For evaluation the engine swaps the average into the
 model (`swap_in`) and the training weights back afterwards (`swap_out`), so the fit loop, the
 evaluation and the checkpoints stay engine-agnostic.
+
+`Lookahead` (Zhang et al., 2019) keeps slow copies of the parameters: every `steps` optimiser
+steps `slow += alpha * (fast - slow)` and the fast (training) weights restart from `slow`.
 """
 
 from __future__ import annotations
@@ -89,3 +93,37 @@ class WeightAverage:
         self.swap_out(live)
         load_model(state.get("train_model", state["model"]))
         self.load_average(state["model"])
+
+
+class Lookahead:
+    """Lookahead over `live` (parameter name -> the model's own tensor/array), after each step."""
+
+    def __init__(self, live: dict, steps: int, alpha: float):
+        if int(steps) < 1 or not 0 < alpha <= 1:
+            raise ValueError(f"Lookahead needs steps >= 1 and alpha in (0, 1]; got {steps!r}, {alpha!r}")
+        self.steps, self.alpha = int(steps), float(alpha)
+        self.slow = {name: _copy(value) for name, value in live.items()}
+        self.count = 0  # optimiser steps taken; a sync every `steps`
+
+    def step(self, live: dict) -> None:
+        self.count += 1
+        if self.count % self.steps:
+            return
+        for name, slow in self.slow.items():
+            fast = live[name]
+            slow += self.alpha * (fast - slow)
+            _assign(fast, slow)
+
+    def checkpoint_entries(self) -> dict:
+        return {"lookahead": {"slow": {name: _copy(v) for name, v in self.slow.items()},
+                              "count": self.count}}
+
+    def restore(self, state: dict, live: dict) -> None:
+        """From a checkpoint's `lookahead` entry; one written without it restarts from `live`."""
+        saved = state.get("lookahead")
+        if saved is None:
+            self.slow, self.count = {name: _copy(v) for name, v in live.items()}, 0
+            return
+        for name, slow in self.slow.items():
+            _assign(slow, saved["slow"][name])
+        self.count = int(saved["count"])

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional
 
+from cnnlab.engines.ema import Lookahead
 from cnnlab.errors import ConfigError
 from cnnlab.scratch.optim.lr_scheduler import (
     ConstantLR,
@@ -52,6 +53,9 @@ class OptimConfig:
         with a much larger rate than weights: after BN a bias shift is not rescaled away.
     bias_weight_decay: weight decay for the biases (null: `weight_decay`). Setting either of
         these two splits the parameters into two groups (weights first, then biases).
+    lookahead_steps, lookahead_alpha: Lookahead around the optimiser (0: off): every
+        `lookahead_steps` steps the slow weights move `lookahead_alpha` of the way to the
+        fast ones, which restart from them (`cnnlab.engines.ema.Lookahead`).
     """
 
     name: str = "sgd"
@@ -63,6 +67,8 @@ class OptimConfig:
     eps: float = 1e-8
     bias_lr_scale: float = 1.0
     bias_weight_decay: Optional[float] = None
+    lookahead_steps: int = 0
+    lookahead_alpha: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -133,6 +139,12 @@ def parameter_groups(params: Iterable, names: Iterable[str], cfg: "OptimConfig")
     if biases:
         groups.append({"params": biases, "lr": cfg.lr * cfg.bias_lr_scale, "weight_decay": decay})
     return groups
+
+
+def build_lookahead(live: dict, optim_cfg: Any):
+    """The `Lookahead` a config asks for over `live` (parameter name -> storage), or None."""
+    cfg = as_section(optim_cfg, OptimConfig)
+    return Lookahead(live, cfg.lookahead_steps, cfg.lookahead_alpha) if cfg.lookahead_steps else None
 
 
 def build_optimizer(params: Iterable, optim_cfg: Any, classes: Mapping[str, type],

@@ -16,7 +16,7 @@ import numpy as np
 import cnnlab.scratch as scratch
 from cnnlab.engines.build import check_supported, instantiate
 from cnnlab.engines.ema import WeightAverage
-from cnnlab.engines.optim import build_optimizer
+from cnnlab.engines.optim import build_lookahead, build_optimizer
 from cnnlab.errors import ConfigError, ModelError
 from cnnlab.scratch import optim as scratch_optim
 from cnnlab.scratch import random as scratch_random
@@ -92,14 +92,19 @@ class ScratchEngine:
         _skip_input_gradient(model)
         self.optimizer = build_optimizer(model.parameters(), optim_cfg, SCRATCH_OPTIMIZERS,
                                          names=[name for name, _, _ in model.named_parameters()])
+        self.lookahead = build_lookahead(self._parameters(), optim_cfg)
         self.loss_fn = CrossEntropyLoss(label_smoothing=label_smoothing)
         params = model.parameters()
         self.dtype = params[0].data.dtype if params else np.dtype(np.float32)
         self.ema = WeightAverage(self._live(), ema) if ema else None
 
+    def _parameters(self) -> dict:
+        """The parameters as the model's own arrays (updated in place)."""
+        return {name: value for name, value, _ in self.model.named_parameters()}
+
     def _live(self) -> dict:
         """The model's parameters and buffers as its own arrays (updated in place)."""
-        live = {name: value for name, value, _ in self.model.named_parameters()}
+        live = self._parameters()
         live.update(self.model.named_buffers())
         return live
 
@@ -121,6 +126,8 @@ class ScratchEngine:
         self.optimizer.zero_grad()  # the layers accumulate into .grad, as torch's do
         self.model.backward(self.loss_fn.backward())
         self.optimizer.step()
+        if self.lookahead is not None:
+            self.lookahead.step(self._parameters())
         if self.ema is not None:
             self.ema.update(self._live())
         return loss * y.shape[0], num_correct(logits, y)
@@ -158,6 +165,8 @@ class ScratchEngine:
         }
         if self.ema is not None:
             state.update(self.ema.checkpoint_entries(self._live()))
+        if self.lookahead is not None:
+            state.update(self.lookahead.checkpoint_entries())
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -172,6 +181,8 @@ class ScratchEngine:
             self.ema.restore(state, self._live(), self.model.load_state_dict)
         else:
             self.model.load_state_dict(state["model"])
+        if self.lookahead is not None:
+            self.lookahead.restore(state, self._parameters())
         if state.get("optimizer"):
             self.optimizer.load_state_dict(state["optimizer"])
         if state.get("rng"):

@@ -15,7 +15,7 @@ from torch import nn
 
 from cnnlab.engines.build import instantiate
 from cnnlab.engines.ema import WeightAverage
-from cnnlab.engines.optim import build_optimizer
+from cnnlab.engines.optim import build_lookahead, build_optimizer
 from cnnlab.errors import ConfigError
 
 
@@ -106,6 +106,7 @@ class TorchEngine:
         named = list(self.model.named_parameters())
         self.optimizer = build_optimizer([p for _, p in named], optim_cfg, TORCH_OPTIMIZERS,
                                          names=[n for n, _ in named])
+        self.lookahead = build_lookahead(self._parameters(), optim_cfg)
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self._on_cuda = self._device.type == "cuda"
         self._autocast = bool(amp) and self._on_cuda
@@ -115,6 +116,10 @@ class TorchEngine:
         # dicts keep their keys (a compiled module prefixes them with `_orig_mod.`)
         self._forward = torch.compile(self.model) if compile else self.model
         self.ema = WeightAverage(self.model.state_dict(), ema) if ema else None
+
+    def _parameters(self) -> dict:
+        """The parameters' storage without autograd (Lookahead writes into it)."""
+        return {name: p.data for name, p in self.model.named_parameters()}
 
     def train(self) -> None:
         if self.ema is not None:
@@ -153,6 +158,8 @@ class TorchEngine:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+        if self.lookahead is not None:
+            self.lookahead.step(self._parameters())
         if self.ema is not None:
             self.ema.update(self.model.state_dict())
         return self._totals(loss, logits, y)
@@ -190,6 +197,8 @@ class TorchEngine:
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "rng": rng}
         if self.ema is not None:
             state.update(self.ema.checkpoint_entries(self.model.state_dict()))
+        if self.lookahead is not None:
+            state.update(self.lookahead.checkpoint_entries())
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -197,6 +206,8 @@ class TorchEngine:
             self.ema.restore(state, self.model.state_dict(), self.model.load_state_dict)
         else:
             self.model.load_state_dict(state["model"])
+        if self.lookahead is not None:
+            self.lookahead.restore(state, self._parameters())
         if state.get("optimizer"):
             self.optimizer.load_state_dict(state["optimizer"])
         rng = state.get("rng") or {}

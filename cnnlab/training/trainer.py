@@ -195,7 +195,11 @@ def _static_result(session: Session, run_dir: Path) -> dict:
         "features": {"augment": list(c.data.augment), "translate": c.data.translate,
                      "cutout": c.data.cutout, "tta": list(c.eval.tta), "ema": c.train.ema,
                      "whiten": c.model.whiten, "compile": c.train.compile,
-                     "label_smoothing": c.train.label_smoothing},
+                     "label_smoothing": c.train.label_smoothing,
+                     "bias_lr_scale": c.optim.bias_lr_scale,
+                     "bias_weight_decay": c.optim.bias_weight_decay,
+                     "lookahead": ({"steps": c.optim.lookahead_steps, "alpha": c.optim.lookahead_alpha}
+                                   if c.optim.lookahead_steps else None)},
         "versions": {"python": platform.python_version(), "numpy": np.__version__,
                      "torch": torch.__version__, "cnnlab": __version__},
     }

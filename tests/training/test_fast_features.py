@@ -136,7 +136,8 @@ def test_resume_with_ema_and_tta_is_bit_exact_on_cpu(tiny_config, engine_name):
     config = tiny_config(**{"train.ema": 0.9, "eval.tta": ["flip"], "model.whiten": True,
                             "data.augment": ["flip_alternate", "translate", "cutout"],
                             "data.cutout": 3, "train.engine": engine_name, "train.epochs": 3,
-                            "data.train_limit": 200})
+                            "data.train_limit": 200, "optim.lookahead_steps": 3,
+                            "optim.bias_lr_scale": 2.0})
     full = train(config, quiet=True)
     with pytest.raises(TrainingInterrupted):
         train(config, quiet=True, callbacks=[StopAt(2)])
@@ -146,6 +147,7 @@ def test_resume_with_ema_and_tta_is_bit_exact_on_cpu(tiny_config, engine_name):
     assert resumed.result["test_acc"] == full.result["test_acc"]
     features = full.result["features"]
     assert features["ema"] == 0.9 and features["tta"] == ["flip"] and features["whiten"] is True
+    assert features["lookahead"] == {"steps": 3, "alpha": 0.5} and features["bias_lr_scale"] == 2.0
     # the best checkpoint holds the averaged weights that gave the test accuracy
     best = full.checkpoint("best")
     assert "train_model" in best and set(best["model"]) == set(best["train_model"])
@@ -225,3 +227,45 @@ def test_onecycle_keeps_the_bias_ratio_and_old_configs_keep_one_group():
         load_config(overrides={"optim.bias_lr_scale": 0})
     with pytest.raises(ConfigError, match="optim.bias_weight_decay"):
         load_config(overrides={"optim.bias_weight_decay": -1})
+
+
+@pytest.mark.parametrize("engine_name", ["torch", "scratch"])
+def test_lookahead_matches_a_hand_computation(engine_name):
+    """optim.lookahead_steps=2, alpha=0.5 around plain SGD: after steps 2 and 4 the weights are
+    slow + 0.5 * (fast - slow), computed here with a torch loop."""
+    cfg = {"name": "sgd", "lr": 0.1, "momentum": 0.0, "weight_decay": 0.0,
+           "lookahead_steps": 2, "lookahead_alpha": 0.5}
+    reference = _net().double()
+    ours = _net().double() if engine_name == "torch" else _scratch_twin(reference)
+    engine = TorchEngine(ours, cfg, channels_last=False) if engine_name == "torch" else ScratchEngine(ours, cfg)
+    opt = torch.optim.SGD(reference.parameters(), lr=0.1)
+    slow = {n: p.detach().clone() for n, p in reference.named_parameters()}
+    engine.train()
+    reference.train()
+    for step in range(1, 6):
+        x, y = _batch(seed=step)
+        engine.train_batch(x.double(), y)
+        opt.zero_grad()
+        nn.functional.cross_entropy(reference(x.double()), y).backward()
+        opt.step()
+        if step % 2 == 0:
+            with torch.no_grad():
+                for n, p in reference.named_parameters():
+                    slow[n] += 0.5 * (p - slow[n])
+                    p.copy_(slow[n])
+    expected = reference.state_dict()
+    for key, value in ours.state_dict().items():
+        value = value.detach().numpy() if hasattr(value, "detach") else value
+        np.testing.assert_allclose(value, expected[key].numpy(), rtol=1e-9, atol=1e-12, err_msg=key)
+    assert engine.lookahead.count == 5
+    with pytest.raises(ConfigError, match="optim.lookahead_alpha"):
+        load_config(overrides={"optim.lookahead_steps": 5, "optim.lookahead_alpha": 0})
+
+
+def _scratch_twin(reference):
+    from cnnlab import scratch
+
+    twin = scratch.Sequential(scratch.Conv2d(1, 3, 3, padding=1), scratch.BatchNorm2d(3), scratch.ReLU(),
+                              scratch.Flatten(), scratch.Linear(48, 2)).to(np.float64)
+    twin.load_state_dict(reference.state_dict())
+    return twin
