@@ -4,14 +4,22 @@ from __future__ import annotations
 
 
 def register(subparsers) -> None:
+    from cnnlab.commands.report import add_pdf_argument
+
     cmp_ = subparsers.add_parser("compare", help="the study report for loose run folders")
     cmp_.add_argument("run_dirs", metavar="RUN_DIR", nargs="+")
     cmp_.add_argument("-o", "--output", default="report.html", help="report path (default: report.html)")
+    add_pdf_argument(cmp_)
     cmp_.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from cnnlab.commands.report import pdf_and_stray, print_pdf
     from cnnlab.study import compare
 
-    print(f"report: {compare(args.run_dirs, args.output)}")
+    pdf, stray = pdf_and_stray(args.pdf)
+    html_path = compare(([stray] if stray else []) + args.run_dirs, args.output)
+    print(f"report: {html_path}")
+    if pdf:
+        print_pdf(html_path, pdf)
     return 0
