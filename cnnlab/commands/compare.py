@@ -14,12 +14,9 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from cnnlab.commands.report import pdf_and_stray, print_pdf
+    from cnnlab.commands.report import pdf_and_stray, print_paths
     from cnnlab.study import compare
 
     pdf, stray = pdf_and_stray(args.pdf)
-    html_path = compare(([stray] if stray else []) + args.run_dirs, args.output)
-    print(f"report: {html_path}")
-    if pdf:
-        print_pdf(html_path, pdf)
+    print_paths(compare(([stray] if stray else []) + args.run_dirs, args.output, pdf=pdf or False), pdf)
     return 0

@@ -26,10 +26,12 @@ def pdf_and_stray(value) -> tuple[bool | str | None, str | None]:
     return value, None
 
 
-def print_pdf(html_path: Path, pdf) -> None:
-    from cnnlab.study.pdf import write_pdf
+def print_paths(html_path: Path, pdf) -> None:
+    from cnnlab.study.pdf import pdf_target
 
-    print(f"pdf: {write_pdf(html_path, None if pdf is True else pdf)}")
+    print(f"report: {html_path}")
+    if pdf:
+        print(f"pdf: {pdf_target(html_path, None if pdf is True else pdf)}")
 
 
 def run(args) -> int:
@@ -45,8 +47,5 @@ def run(args) -> int:
         study_dir = stray
     if study_dir is None:
         raise CnnlabError("cnnlab report needs a study folder: `cnnlab report STUDY_DIR [-o report.html] [--pdf]`.")
-    html_path = report(study_dir, args.output)
-    print(f"report: {html_path}")
-    if pdf:
-        print_pdf(html_path, pdf)
+    print_paths(report(study_dir, args.output, pdf=pdf or False), pdf)
     return 0

@@ -113,6 +113,11 @@ def _is_pdf(path: Path) -> bool:
         return False
 
 
+def pdf_target(html_path: str | Path, pdf_path: str | Path | None = None) -> Path:
+    """Where the PDF of `html_path` goes: `pdf_path` when given, else beside the HTML as .pdf."""
+    return Path(pdf_path) if pdf_path is not None else Path(html_path).with_suffix(".pdf")
+
+
 def write_pdf(html_path: str | Path, pdf_path: str | Path | None = None, *,
               timeout: float = DEFAULT_TIMEOUT_S) -> Path:
     """Print the HTML report `html_path` to `pdf_path` (default: beside it, .pdf); return the PDF path."""
@@ -120,7 +125,7 @@ def write_pdf(html_path: str | Path, pdf_path: str | Path | None = None, *,
     if not html_path.is_file():
         raise CnnlabError(f"Cannot print '{html_path}' to PDF: no such file. Write the HTML report first "
                           f"(`cnnlab report STUDY_DIR`).")
-    pdf_path = Path(pdf_path) if pdf_path is not None else html_path.with_suffix(".pdf")
+    pdf_path = pdf_target(html_path, pdf_path)
     if pdf_path.suffix.lower() != ".pdf":
         raise CnnlabError(f"The PDF report needs a path ending in .pdf, got '{pdf_path}'.")
     if not pdf_path.parent.is_dir():
@@ -129,7 +134,7 @@ def write_pdf(html_path: str | Path, pdf_path: str | Path | None = None, *,
     if browser is None and not _weasyprint_available():
         raise CnnlabError(f"Writing the report as PDF needs a headless browser or WeasyPrint, and neither was "
                           f"found (looked for ${BROWSER_ENV}, then {', '.join(BROWSER_NAMES)} on the PATH, then "
-                          f"the weasyprint package). {INSTALL_HINT} The HTML report is at {html_path}.")
+                          f"the weasyprint package). {INSTALL_HINT}")
     with atomic_path(pdf_path) as tmp:
         if browser is not None:
             _print_with_browser(browser, html_path, tmp, timeout)

@@ -520,5 +520,8 @@ def _with_pdf(html_path: Path, pdf: bool | str | Path) -> Path:
     if pdf is not False and pdf is not None:
         from cnnlab.study.pdf import write_pdf
 
-        write_pdf(html_path, None if pdf is True else pdf)
+        try:
+            write_pdf(html_path, None if pdf is True else pdf)
+        except CnnlabError as error:  # the HTML is written and usable: say where it is
+            raise CnnlabError(f"{error} The HTML report itself is written: {html_path}.") from None
     return html_path

@@ -7,6 +7,8 @@ $CNNLAB_REQUIRE_BROWSER is unset; CI (.ci/run) installs Chromium and sets it, so
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import re
 import sys
@@ -18,11 +20,12 @@ from pypdf import PdfReader
 
 from cnnlab import cli
 from cnnlab.errors import CnnlabError
-from cnnlab.study import report, stats
+from cnnlab.study import stats
 from cnnlab.study.pdf import find_browser, write_pdf
 from cnnlab.study.results import from_study_dir
 
 from devtools import DevToolsBrowser
+from fakes import fake_train
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +42,12 @@ def browser() -> str:
 
 @pytest.fixture(scope="module")
 def printed(lr_study, browser, tmp_path_factory):
-    """`cnnlab report --pdf STUDY_DIR -o lab.html`: --pdf without a path, written as it is typed."""
+    """`cnnlab report --pdf STUDY_DIR -o lab.html`: --pdf without a path (so lab.pdf), typed before
+    STUDY_DIR; the command goes through the API's `report(..., pdf=True)`."""
     folder = tmp_path_factory.mktemp("printed")
-    assert cli.main(["report", "--pdf", str(lr_study), "-o", str(folder / "lab.html")]) == 0
+    with contextlib.redirect_stdout(io.StringIO()) as said:
+        assert cli.main(["report", "--pdf", str(lr_study), "-o", str(folder / "lab.html")]) == 0
+    assert said.getvalue() == f"report: {folder / 'lab.html'}\npdf: {folder / 'lab.pdf'}\n"
     return folder
 
 
@@ -92,13 +98,11 @@ def test_cli_pdf_beside_the_html_has_the_reports_pages(printed, lr_study):
     assert sum(len(page.images) for page in reader.pages) >= 2  # both figures made it onto the pages
 
 
-def test_api_writes_the_pdf_where_asked(lr_study, browser, tmp_path):
-    out = report(lr_study, tmp_path / "r.html", pdf=tmp_path / "hand-in.pdf")
-    assert out == tmp_path / "r.html" and not (tmp_path / "r.pdf").exists()
-    reader, text = _pdf_text(tmp_path / "hand-in.pdf")
+def test_api_writes_the_pdf_where_asked(printed, browser, tmp_path):
+    out = write_pdf(printed / "lab.html", tmp_path / "hand-in.pdf")  # report(..., pdf=PATH) ends here too
+    assert out == tmp_path / "hand-in.pdf" and sorted(p.name for p in tmp_path.iterdir()) == ["hand-in.pdf"]
+    reader, text = _pdf_text(out)
     assert len(reader.pages) >= 2 and "Study report: lr" in text
-    write_pdf(out)  # the HTML alone, default path beside it
-    assert (tmp_path / "r.pdf").read_bytes().startswith(b"%PDF-")
 
 
 def test_pdf_errors_say_what_to_do(lr_study, tmp_path, monkeypatch, capsys):
@@ -134,3 +138,39 @@ def test_pdf_errors_say_what_to_do(lr_study, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "weasyprint", None)  # `import weasyprint` fails
     with pytest.raises(CnnlabError, match=r"apt-get install chromium.*pip install weasyprint"):
         write_pdf(html)
+
+
+def test_without_browser_or_weasyprint_the_command_exits_2_and_keeps_the_html(tmp_path, monkeypatch, capsys):
+    cfg = {"data": {"dataset": "digits"}, "model": {"name": "mlp"}, "optim": {"lr": 0.01},
+           "train": {"epochs": 2, "seed": 0, "engine": "torch", "threads": 1}}
+    runs = [fake_train(cfg, str(tmp_path / "runs"), "a"), fake_train({**cfg, "optim": {"lr": 0.001}}, str(tmp_path / "runs"), "b")]
+    monkeypatch.delenv("CNNLAB_BROWSER", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setitem(sys.modules, "weasyprint", None)  # `import weasyprint` fails
+    # `compare --pdf RUN_DIR RUN_DIR`: --pdf takes no run folder, as `report --pdf STUDY_DIR`
+    assert cli.main(["compare", "--pdf", *map(str, runs), "-o", str(tmp_path / "cmp.html")]) == 2
+    err = " ".join(capsys.readouterr().err.split())  # the CLI wraps its paragraph at 100 columns
+    assert "apt-get install chromium" in err and "pip install weasyprint" in err and "Traceback" not in err
+    assert "HTML report itself is written" in err and (tmp_path / "cmp.html").is_file()
+    assert not (tmp_path / "cmp.pdf").exists()
+
+
+def test_without_a_browser_weasyprint_prints_the_pdf(tmp_path, monkeypatch):
+    from cnnlab.study import pdf
+
+    if not pdf._weasyprint_available():
+        message = "WeasyPrint (the test extra) or its Pango libraries are missing"
+        if os.environ.get("CNNLAB_REQUIRE_BROWSER"):
+            pytest.fail(f"CNNLAB_REQUIRE_BROWSER is set but {message}")
+        pytest.skip(message)
+    html = tmp_path / "small.html"
+    html.write_text("<!DOCTYPE html><html><head><meta charset='utf-8'><title>t</title></head><body>"
+                    "<h1>Study report: small</h1><table><tr><th>variant</th><th>test acc (%)</th></tr>"
+                    "<tr><td>lr=0.1</td><td>97.25 ± 0.10</td></tr></table></body></html>")
+    monkeypatch.delenv("CNNLAB_BROWSER", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert pdf.find_browser() is None
+    out = write_pdf(html)
+    reader, text = _pdf_text(out)
+    assert out == tmp_path / "small.pdf" and len(reader.pages) == 1
+    assert "Study report: small" in text and "97.25 ± 0.10" in text
