@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def register(subparsers) -> None:
-    from cnnlab.commands.report import add_pdf_argument
+    from cnnlab.commands.common import add_pdf_argument
 
     cmp_ = subparsers.add_parser("compare", help="the study report for loose run folders")
     cmp_.add_argument("run_dirs", metavar="RUN_DIR", nargs="+")
@@ -14,7 +14,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from cnnlab.commands.report import pdf_and_stray, print_paths
+    from cnnlab.commands.common import pdf_and_stray, print_paths
     from cnnlab.study import compare
 
     pdf, stray = pdf_and_stray(args.pdf)

@@ -88,7 +88,9 @@ def _print_with_browser(browser: str, html_path: Path, pdf_tmp: Path, timeout: f
         done = run_browser(command, timeout)
     if done.returncode != 0 or not _is_pdf(pdf_tmp):
         raise CnnlabError(f"The browser '{browser}' could not print {html_path} to PDF (exit code "
-                          f"{done.returncode}); its last messages: {_tail(done.stderr)}. {INSTALL_HINT}")
+                          f"{done.returncode}); its last messages: {_tail(done.stderr)}. Check that it starts "
+                          f"(`{browser} --headless --no-sandbox --version`), or point ${BROWSER_ENV} at another "
+                          f"Chromium or Chrome.")
 
 
 def _print_with_weasyprint(html_path: Path, pdf_tmp: Path) -> None:
