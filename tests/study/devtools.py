@@ -27,8 +27,11 @@ PAGE_FACTS_JS = """(async () => {
   return {
     title: document.title,
     headings: Array.from(document.querySelectorAll('h1, h2, h3')).map(h => h.textContent),
+    content_width: document.body.clientWidth,
     images: images.map(img => ({alt: img.alt, complete: img.complete, width: img.naturalWidth,
-                                height: img.naturalHeight})),
+                                height: img.naturalHeight, shown_width: img.getBoundingClientRect().width})),
+    row_breaks: Array.from(new Set(Array.from(document.querySelectorAll('tr'),
+                                              tr => getComputedStyle(tr).breakInside))),
     tables: Array.from(document.querySelectorAll('table')).map(t => ({
       rows: Array.from(t.tBodies).reduce((n, body) => n + body.rows.length, 0),
       columns: t.tHead && t.tHead.rows.length ? t.tHead.rows[0].cells.length : 0,
@@ -41,7 +44,9 @@ PAGE_FACTS_JS = """(async () => {
 class PageFacts:
     title: str
     headings: list[str]
+    content_width: float
     images: list[dict]
+    row_breaks: list[str]  # the distinct `break-inside` values of the table rows
     tables: list[dict]
     errors: list[str] = field(default_factory=list)
 
@@ -101,13 +106,15 @@ class DevToolsBrowser:
                 raise TimeoutError(f"no {method} within {self.timeout} s")
             self._receive()
 
-    def open(self, url: str) -> PageFacts:
-        """Load `url` in a new page and return what it shows and every error it reported."""
+    def open(self, url: str, media: str = "screen") -> PageFacts:
+        """Load `url` in a new page laid out for `media` ("print": as for the PDF) and return what it
+        shows and every error it reported."""
         target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
         session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         try:
             for domain in ("Runtime", "Log", "Page"):
                 self.send(f"{domain}.enable", session=session)
+            self.send("Emulation.setEmulatedMedia", {"media": media}, session=session)
             self._events.clear()
             self.send("Page.navigate", {"url": url}, session=session)
             self._wait_for("Page.loadEventFired", session)

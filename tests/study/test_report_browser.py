@@ -62,6 +62,7 @@ def test_html_report_loads_in_chromium_with_every_image_and_table_and_no_console
     chromium = DevToolsBrowser(browser, tmp_path / "profile")
     try:
         page = chromium.open((printed / "lab.html").as_uri())
+        on_paper = chromium.open((printed / "lab.html").as_uri(), media="print")
         # the checker itself: a page with a broken image, an empty table and a script error is caught
         broken = tmp_path / "broken.html"
         broken.write_text("<!DOCTYPE html><html><head><title>broken</title></head><body>"
@@ -75,7 +76,10 @@ def test_html_report_loads_in_chromium_with_every_image_and_table_and_no_console
     assert len(page.images) == 2 and all(i["complete"] and i["width"] > 0 and i["height"] > 0 for i in page.images)
     assert len(page.tables) == html.count("<table>") >= 4
     assert all(t["rows"] > 0 and t["columns"] > 0 and t["width"] > 0 and t["height"] > 0 for t in page.tables)
-    assert page.errors == []
+    assert page.errors == [] and on_paper.errors == []
+    # the print CSS: figures as wide as the page's text, table rows never split across pages
+    assert all(abs(i["shown_width"] - on_paper.content_width) < 1 for i in on_paper.images)
+    assert on_paper.row_breaks == ["avoid"] and page.row_breaks == ["auto"]
 
     assert bad.images[0]["width"] == 0 and bad.tables[0]["rows"] == 0
     assert any("boom" in e for e in bad.errors) and any("bad script" in e for e in bad.errors)
