@@ -457,7 +457,8 @@ img { max-width: 100%; }
   th, td { padding: 0.2em 0.35em; overflow-wrap: break-word; }  /* numbers stay whole; only over-long words break */
   thead { display: table-header-group; }
   tr, img, pre, li { break-inside: avoid; page-break-inside: avoid; }
-  h1, h2, h3 { break-after: avoid; page-break-after: avoid; }
+  h1, h2, h3, h2 + p, h3 + p { break-after: avoid; page-break-after: avoid; }  /* a heading starts its content */
+  p { orphans: 3; widows: 3; }
   img { width: 100%; height: auto; }
   pre { white-space: pre-wrap; overflow-x: visible; font-size: 7.5pt; }
   th { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
