@@ -96,7 +96,11 @@ def _print_with_browser(browser: str, html_path: Path, pdf_tmp: Path, timeout: f
 def _print_with_weasyprint(html_path: Path, pdf_tmp: Path) -> None:
     import weasyprint
 
-    weasyprint.HTML(filename=str(html_path)).write_pdf(str(pdf_tmp))
+    try:
+        weasyprint.HTML(filename=str(html_path)).write_pdf(str(pdf_tmp))
+    except Exception as error:  # its own failure, on a file it was given: report it, not a traceback
+        raise CnnlabError(f"WeasyPrint could not print {html_path} to PDF ({type(error).__name__}: {error}). "
+                          f"Install Chromium instead (`apt-get install chromium`), which cnnlab prefers.") from None
 
 
 def _weasyprint_available() -> bool:
