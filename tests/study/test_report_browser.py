@@ -25,7 +25,7 @@ from cnnlab.study import stats
 from cnnlab.study.pdf import find_browser, write_pdf
 from cnnlab.study.results import from_study_dir
 
-from devtools import DevToolsBrowser
+from chromium_devtools import DevToolsBrowser
 from fakes import fake_train
 
 
