@@ -450,6 +450,19 @@ th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; vertica
 th { background: #f2f2f2; }
 pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
 img { max-width: 100%; }
+@page { size: A4; margin: 14mm 12mm; }
+@media print {  /* the PDF (cnnlab report --pdf): page-wide, rows and figures never cut in two */
+  body { max-width: none; margin: 0; padding: 0; font-size: 10pt; }
+  table { width: 100%; font-size: 7.5pt; }
+  th, td { padding: 0.2em 0.35em; overflow-wrap: break-word; }  /* numbers stay whole; only over-long words break */
+  thead { display: table-header-group; }
+  tr, img, pre, li { break-inside: avoid; page-break-inside: avoid; }
+  h1, h2, h3, h2 + p, h3 + p { break-after: avoid; page-break-after: avoid; }  /* a heading starts its content */
+  p { orphans: 3; widows: 3; }
+  img { width: 100%; height: auto; }
+  pre { white-space: pre-wrap; overflow-x: visible; font-size: 7.5pt; }
+  th { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
+}
 """
 
 
@@ -490,12 +503,26 @@ def write_report(data: StudyData, output: str | Path) -> Path:
     return output
 
 
-def report(study_dir: str | Path, output: str | Path | None = None) -> Path:
-    """Write `report.html` (self-contained) and `report.md` (+ PNGs) for a study folder."""
+def report(study_dir: str | Path, output: str | Path | None = None, pdf: bool | str | Path = False) -> Path:
+    """Write `report.html` (self-contained) and `report.md` (+ PNGs) for a study folder; return the HTML path.
+
+    `pdf=True` also prints it to `report.pdf` beside the HTML, `pdf=PATH` to PATH (`cnnlab.study.pdf`)."""
     data = from_study_dir(study_dir)
-    return write_report(data, output if output is not None else Path(study_dir) / "report.html")
+    return _with_pdf(write_report(data, output if output is not None else Path(study_dir) / "report.html"), pdf)
 
 
-def compare(run_dirs: Sequence[str | Path], output: str | Path = "report.html") -> Path:
+def compare(run_dirs: Sequence[str | Path], output: str | Path = "report.html",
+            pdf: bool | str | Path = False) -> Path:
     """The same report for loose run folders: each run is its own variant, the first the baseline."""
-    return write_report(from_run_dirs(run_dirs), output)
+    return _with_pdf(write_report(from_run_dirs(run_dirs), output), pdf)
+
+
+def _with_pdf(html_path: Path, pdf: bool | str | Path) -> Path:
+    if pdf is not False and pdf is not None:
+        from cnnlab.study.pdf import write_pdf
+
+        try:
+            write_pdf(html_path, None if pdf is True else pdf)
+        except CnnlabError as error:  # the HTML is written and usable: say where it is
+            raise CnnlabError(f"{error} The HTML report itself is written: {html_path}.") from None
+    return html_path

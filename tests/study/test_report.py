@@ -3,12 +3,11 @@ import re
 
 import numpy as np
 import pytest
-import yaml
 
 from cnnlab import cli
 from cnnlab.errors import CnnlabError
 from cnnlab.runs import read_run
-from cnnlab.study import aggregate, compare, factor_effects, interactions, report, run_study, stats
+from cnnlab.study import aggregate, compare, factor_effects, interactions, report, stats
 
 from fakes import fake_train
 
@@ -16,18 +15,8 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def study_dir(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("study")
-    path = tmp / "lr.yaml"
-    path.write_text(yaml.safe_dump({
-        "name": "lr", "description": "Learning rate against accuracy.",
-        "base": {"data": {"dataset": "digits"}, "model": {"name": "mlp"}, "train": {"epochs": 5}},
-        "grid": {"optim.lr": [0.01, 0.001, 0.0001]}, "seeds": 3, "baseline": "lr=0.01",
-        "report": {"min_effect": 1.0},
-    }))
-    outcome = run_study(path, jobs=2, out=tmp, train_fn=fake_train)
-    assert outcome.ok
-    return outcome.study_dir
+def study_dir(lr_study):
+    return lr_study  # conftest.py: shared with the browser and PDF tests, so it runs once
 
 
 def test_aggregate_has_mean_std_and_welch_against_baseline(study_dir):
