@@ -586,7 +586,8 @@ def _check_values(c: Config) -> None:
     s = c.schedule
     _check_range("schedule.step_size", s.step_size, s.step_size >= 1, "an integer >= 1")
     _check_range("schedule.gamma", s.gamma, s.gamma > 0, "> 0")
-    _check_range("schedule.warmup_epochs", s.warmup_epochs, 0 <= s.warmup_epochs, ">= 0")
+    _check_range("schedule.warmup_epochs", s.warmup_epochs,
+                 s.warmup_epochs is None or 0 <= s.warmup_epochs, ">= 0 or null (the default warmup)")
     _check_range(
         "schedule.warmup_start_factor", s.warmup_start_factor, 0 < s.warmup_start_factor <= 1, "in (0, 1]"
     )
