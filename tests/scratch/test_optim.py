@@ -259,3 +259,29 @@ def test_build_optimizer_from_config():
 
 def test_schedulers_live_beside_the_optimisers_as_in_torch():
     assert optim.lr_scheduler.StepLR is cnn_sched.StepLR  # torch.optim.lr_scheduler.StepLR
+
+
+def test_the_default_schedule_warms_up_for_a_quarter_epoch_except_onecycle():
+    from cnnlab.engines.optim import DEFAULT_WARMUP_EPOCHS, build_scheduler
+
+    def lrs(schedule, steps=8, epochs=2):
+        opt = optim.SGD([Parameter(np.zeros(2))], lr=0.1)
+        scheduler = build_scheduler(opt, schedule, steps, epochs)
+        seen = []
+        for _ in range(steps * epochs):
+            seen.append(opt.param_groups[0]["lr"])
+            opt.step()
+            scheduler.step()
+        return seen
+
+    assert DEFAULT_WARMUP_EPOCHS == 0.25
+    warm = lrs({"name": "constant"})  # 8 steps per epoch: 2 warmup steps from 0.01
+    np.testing.assert_allclose(warm[:3], [0.01, 0.055, 0.1])
+    assert set(warm[2:]) == {0.1}
+    assert set(lrs({"name": "constant", "warmup_epochs": 0})) == {0.1}
+    np.testing.assert_allclose(lrs({"name": "constant", "warmup_epochs": 0.5})[:5],
+                               [0.01, 0.0325, 0.055, 0.0775, 0.1])
+    onecycle = lrs({"name": "onecycle"})
+    assert onecycle[0] == pytest.approx(0.1 / 25)  # its own warm-up only
+    # one step per epoch: the default warm-up rounds to none rather than eating the run
+    assert lrs({"name": "cosine"}, steps=1, epochs=1) == [0.1]
