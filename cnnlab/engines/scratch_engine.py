@@ -76,7 +76,7 @@ class ScratchEngine:
     channels_last = False
 
     def __init__(self, model, optim_cfg, *, label_smoothing: float = 0.0, device: str = "cpu",
-                 ema: float | None = None, **_ignored):
+                 ema: float | None = None, loss_fn=None, **_ignored):
         if str(device) != "cpu":
             raise ConfigError(
                 f"The scratch (NumPy) engine runs on the CPU only; got device={device!r}. Use "
@@ -91,7 +91,8 @@ class ScratchEngine:
         self.model = model
         _skip_input_gradient(model)
         self.optimizer = build_optimizer(model.parameters(), optim_cfg, SCRATCH_OPTIMIZERS)
-        self.loss_fn = CrossEntropyLoss(label_smoothing=label_smoothing)
+        # loss_fn: another loss with the same interface (a student's, see engines.student_layers)
+        self.loss_fn = loss_fn or CrossEntropyLoss(label_smoothing=label_smoothing)
         params = model.parameters()
         self.dtype = params[0].data.dtype if params else np.dtype(np.float32)
         self.ema = WeightAverage(self._live(), ema) if ema else None
