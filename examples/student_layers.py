@@ -149,6 +149,43 @@ class Linear:
         return dout @ self.W.T
 
 
+class BatchNorm2d:
+    """Normalise each channel over (N, H, W); in training with the batch's statistics (and
+    update the running ones, the variance unbiased as torch's), in eval with the running ones.
+    gamma, beta: (C,); cnnlab sets `self.training` before each forward."""
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1):
+        self.eps, self.momentum = eps, momentum
+        self.gamma, self.beta = np.ones(num_features), np.zeros(num_features)
+        self.running_mean, self.running_var = np.zeros(num_features), np.ones(num_features)
+        self.training = True
+
+    def forward(self, x):
+        axes, shape = (0, 2, 3), (1, -1, 1, 1)
+        if self.training:
+            mean, var = x.mean(axis=axes), x.var(axis=axes)
+            n = x.size // x.shape[1]
+            self.running_mean = (1 - self.momentum) * self.running_mean + self.momentum * mean
+            self.running_var = ((1 - self.momentum) * self.running_var
+                                + self.momentum * var * n / (n - 1))
+        else:
+            mean, var = self.running_mean, self.running_var
+        self.inv_std = 1 / np.sqrt(var.reshape(shape) + self.eps)
+        self.xhat = (x - mean.reshape(shape)) * self.inv_std
+        return self.gamma.reshape(shape) * self.xhat + self.beta.reshape(shape)
+
+    def backward(self, dout):
+        axes, shape = (0, 2, 3), (1, -1, 1, 1)
+        self.dgamma = (dout * self.xhat).sum(axis=axes)
+        self.dbeta = dout.sum(axis=axes)
+        dxhat = dout * self.gamma.reshape(shape)
+        if not self.training:  # the running statistics are constants
+            return dxhat * self.inv_std
+        # the batch mean and variance depend on x too
+        return self.inv_std * (dxhat - dxhat.mean(axis=axes, keepdims=True)
+                               - self.xhat * (dxhat * self.xhat).mean(axis=axes, keepdims=True))
+
+
 class Flatten:
     def __init__(self, start_dim=1, end_dim=-1):
         pass

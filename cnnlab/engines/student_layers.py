@@ -486,10 +486,8 @@ class StudentModule(Module):
         neither the parameter's layout nor torch's."""
         grad = np.asarray(grad)
         layout = self.layouts[name]
-        if grad.shape == layout.student_shape:
+        if grad.shape == layout.student_shape:  # a transposed gradient is a bug, not a layout
             return layout.to_torch(grad)
-        if grad.shape == layout.torch_shape:
-            return grad
         if grad.size == int(np.prod(layout.torch_shape)) and len(layout.torch_shape) == 1:
             return grad.reshape(layout.torch_shape)
         return None

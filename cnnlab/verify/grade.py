@@ -165,6 +165,7 @@ class Quantity:
     theirs: np.ndarray
     raw: object = None
     note: str = ""
+    theirs_student: object = None  # torch's value in the student's layout (parameters)
 
     @property
     def err(self) -> float:
@@ -277,8 +278,11 @@ def _run_layer_case(op, cls, case: Case, rng, torch, path) -> CaseResult:
                          if isinstance(ours, StudentModule) else raw)
         note = f"no gradient found ({where})" if raw is None else (
             "" if converted is not None else f"{where} has shape {np.shape(raw)}")
-        result.quantities.append(Quantity(f"{name} gradient", converted,
-                                          t_params[name].grad.numpy(), raw=raw, note=note))
+        theirs_grad = t_params[name].grad.numpy()
+        in_student_layout = (ours.layouts[name].to_student(theirs_grad)
+                             if isinstance(ours, StudentModule) else theirs_grad)
+        result.quantities.append(Quantity(f"{name} gradient", converted, theirs_grad, raw=raw,
+                                          note=note, theirs_student=in_student_layout))
     if case.mode == "train":
         t_buffers = dict(theirs.named_buffers())
         for name, value in ours.named_buffers():
@@ -392,28 +396,8 @@ def _diagnose_case(op: str, r: CaseResult) -> list[str]:
     for q in r.quantities:
         if q.err < TOLERANCE:
             continue
-        if q.note:
-            notes.append(f"{q.name}: {q.note}.")
-        theirs_nonzero = np.abs(q.theirs).max(initial=0) > 0
-        if q.name == "bias gradient" and (q.raw is None or not np.any(np.asarray(q.raw)))\
-                and theirs_nonzero:
-            notes.append("missing bias gradient: db is " + ("never set" if q.raw is None
-                         else "all zeros") + f" while torch's is not (db = dout summed over "
-                         f"{_axes_name(_bias_axes(r.dout), r.dout.ndim)}).")
-            continue
-        if q.name == "weight gradient" and (q.raw is None or not np.any(np.asarray(q.raw))) \
-                and theirs_nonzero:
-            notes.append("missing weight gradient: dW is " + ("never set" if q.raw is None
-                         else "all zeros") + ".")
-            continue
-        ratio = _ratio(q.ours, q.theirs)
-        if ratio is not None:
-            notes.append(f"{q.name} {_factor_text(ratio, n)}.")
-            continue
-        if q.raw is not None and q.name.endswith("gradient") and q.name != "input gradient":
-            notes += _permuted(q, r)
-            if q.name == "bias gradient" and r.dout is not None:
-                notes += _wrong_axes(q, r)
+        specific = _quantity_notes(q, r, n)
+        notes += specific or ([f"{q.name}: {q.note}."] if q.note else [])
     if op in ("Conv2d", "MaxPool2d", "AvgPool2d") and r.quantities:
         notes += _border_only(op, r)
     if op.startswith("BatchNorm"):
@@ -429,6 +413,27 @@ def _diagnose_case(op: str, r: CaseResult) -> list[str]:
     return notes
 
 
+def _quantity_notes(q: Quantity, r: CaseResult, n: int) -> list[str]:
+    """What the numbers of one wrong quantity say: missing, a constant factor (the batch
+    size), transposed, summed over the wrong axes."""
+    theirs_nonzero = np.abs(q.theirs).max(initial=0) > 0
+    for name, symbol in (("bias gradient", "db"), ("weight gradient", "dW")):
+        if q.name == name and theirs_nonzero and (q.raw is None or not np.any(np.asarray(q.raw))):
+            state = "never set" if q.raw is None else "all zeros"
+            where = (f" (db = dout summed over {_axes_name(_bias_axes(r.dout), r.dout.ndim)})"
+                     if symbol == "db" and r.dout is not None else "")
+            return [f"missing {name}: {symbol} is {state} while torch's is not{where}."]
+    ratio = _ratio(q.ours, q.theirs)
+    if ratio is not None:
+        return [f"{q.name} {_factor_text(ratio, n)}."]
+    notes = []
+    if q.raw is not None and q.name.endswith("gradient") and q.name != "input gradient":
+        notes += _permuted(q, r)
+        if q.name == "bias gradient" and r.dout is not None:
+            notes += _wrong_axes(q, r)
+    return notes
+
+
 def _bias_axes(dout) -> tuple:
     return tuple(a for a in range(dout.ndim) if a != 1)
 
@@ -436,16 +441,17 @@ def _bias_axes(dout) -> tuple:
 def _permuted(q: Quantity, r: CaseResult) -> list[str]:
     """The student's gradient equals torch's with its axes in another order (transposed)."""
     raw = np.asarray(q.raw, np.float64)
-    if raw.ndim != q.theirs.ndim or raw.ndim < 2:
+    expected = np.asarray(q.theirs_student if q.theirs_student is not None else q.theirs)
+    if raw.ndim != expected.ndim or raw.ndim < 2:
         return []
     for perm in itertools.permutations(range(raw.ndim)):
         if perm == tuple(range(raw.ndim)):
             continue
         candidate = raw.transpose(perm)
-        if candidate.shape == q.theirs.shape and rel_err(candidate, q.theirs) < TOLERANCE:
-            return [f"{q.name} is transposed: it has torch's values with the axes in the order "
-                    f"{perm} (shape {raw.shape}); the gradient must have the parameter's "
-                    f"shape and layout {tuple(q.theirs.shape)}."]
+        if candidate.shape == expected.shape and rel_err(candidate, expected) < TOLERANCE:
+            return [f"{q.name} is transposed: it holds the right values with the axes in the "
+                    f"wrong order (shape {raw.shape}, transpose {perm} of the right one); "
+                    f"it must have the parameter's own shape and layout {expected.shape}."]
     return []
 
 
@@ -606,12 +612,8 @@ def _grade_op(op, cls, seed, path, torch) -> dict:
             problems.append(result.problem)
     worst = max((r.worst[1] for r in results if r.quantities), default=float("inf"))
     first = next((r for r in results if not r.passed), None)
-    diagnosis = []
-    for r in results:
-        if not r.passed and r.quantities:
-            for note in _diagnose_case(op, r):
-                if note not in diagnosis:
-                    diagnosis.append(note)
+    diagnosis = _merge_notes([_diagnose_case(op, r) for r in results
+                              if not r.passed and r.quantities], len(results))
     diagnosis += _pattern_note(results)
     row = {"op": op, "passed": first is None, "max_rel_err": worst,
            "cases": len(results), "cases_passed": sum(r.passed for r in results),
@@ -621,11 +623,32 @@ def _grade_op(op, cls, seed, path, torch) -> dict:
         row["first_failure"] = {"case": first.case.label, "mode": first.case.mode,
                                 "quantity": None if first.problem else quantity,
                                 "rel_err": None if first.problem else err,
-                                "message": first.problem or f"{quantity} differs from torch's "
-                                f"(relative error {err:.2e})"}
+                                "message": first.problem or _differences(first)}
         if first.problem:
             row["error"] = first.problem
     return row
+
+
+def _differences(result: CaseResult) -> str:
+    """'output (relative error 2.1e-01), weight gradient (self.dW has shape (5, 7)) differ from
+    torch's'."""
+    parts = [f"{q.name} ({q.note or f'relative error {q.err:.2e}'})" for q in result.quantities
+             if q.err >= TOLERANCE]
+    return ", ".join(parts) + (" differs" if len(parts) == 1 else " differ") + " from torch's"
+
+
+def _merge_notes(per_case: list[list[str]], total: int) -> list[str]:
+    """One sentence per pattern (the first case's numbers), with how many cases showed it."""
+    import re
+
+    first, counts = {}, {}
+    for notes in per_case:
+        for note in dict.fromkeys(notes):
+            key = re.sub(r"[\d.]+", "#", note)
+            first.setdefault(key, note)
+            counts[key] = counts.get(key, 0) + 1
+    return [first[key] + (f" [{counts[key]} of {total} cases]" if counts[key] > 1 else "")
+            for key in first]
 
 
 def _stop_thread(thread: threading.Thread) -> None:
