@@ -651,11 +651,16 @@ def _merge_notes(per_case: list[list[str]], total: int) -> list[str]:
             for key in first]
 
 
+class _OpTimedOut(BaseException):
+    """Raised inside a hung op's thread; not an Exception, so no `except Exception` of ours
+    or the student's swallows it."""
+
+
 def _stop_thread(thread: threading.Thread) -> None:
-    """Raise TimeoutError inside a hung op's thread (at its next Python bytecode)."""
+    """Raise _OpTimedOut inside a hung op's thread (at its next Python bytecode)."""
     if thread.ident is not None:
         ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident),
-                                                   ctypes.py_object(TimeoutError))
+                                                   ctypes.py_object(_OpTimedOut))
 
 
 def _grade_with_limit(op, cls, seed, path, torch, time_limit) -> dict:
@@ -664,7 +669,7 @@ def _grade_with_limit(op, cls, seed, path, torch, time_limit) -> dict:
     def work():
         try:
             box["row"] = _grade_op(op, cls, seed, path, torch)
-        except BaseException as err:  # noqa: BLE001 - also the TimeoutError we raise in it
+        except BaseException as err:  # noqa: BLE001 - also the _OpTimedOut we raise in it
             box["error"] = err
 
     start = time.perf_counter()
@@ -676,7 +681,9 @@ def _grade_with_limit(op, cls, seed, path, torch, time_limit) -> dict:
         thread.join(1.0)
         row = _failed_row(op, f"did not finish within the time limit of {time_limit:g} s (an "
                               "endless loop, or far too slow: loop over kernel positions and "
-                              "vectorise over the batch and channels)")
+                              "vectorise over the batch and channels)"
+                          + ("" if not thread.is_alive() else "; it is still running in the "
+                             "background (stuck inside one long NumPy call)"))
         row["timed_out"] = True
     elif "error" in box:
         row = _failed_row(op, describe_exception(box["error"], path))
@@ -693,6 +700,14 @@ def _failed_row(op: str, message: str) -> dict:
             "diagnosis": [], "error": message}
 
 
+def _warm_up(torch) -> None:
+    """torch's first convolution and first backward with an output gradient import and set up
+    a lot (seconds on a busy machine): do it here, outside every op's time limit."""
+    x = torch.ones((1, 1, 3, 3), dtype=torch.float64, requires_grad=True)
+    out = torch.nn.functional.conv2d(x, torch.ones((1, 1, 2, 2), dtype=torch.float64))
+    out.backward(torch.ones_like(out))
+
+
 def grade(path, ops=None, seed: int | None = None, time_limit: float = TIME_LIMIT) -> dict:
     """Grade the ops in the student's file `path` (all it provides, or those named in `ops`).
 
@@ -707,6 +722,7 @@ def grade(path, ops=None, seed: int | None = None, time_limit: float = TIME_LIMI
         seed = int(np.random.SeedSequence().entropy % (2**31))
     layers = load_layers(path, ops)
     graded = [op for op in layers.classes if op in BATTERIES]
+    _warm_up(torch)
     saved = scratch_random.get_state()
     scratch_random.seed(seed)
     try:
