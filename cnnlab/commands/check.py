@@ -26,7 +26,7 @@ def register(subparsers) -> None:
                         help="grade your own layers in this Python file against PyTorch")
     parser.add_argument("--ops", metavar="OP[,OP...]",
                         help="with --impl: grade only these ops, e.g. Conv2d,MaxPool2d")
-    parser.add_argument("--format", choices=("text", "markdown", "json"), default="text",
+    parser.add_argument("--format", choices=("text", "markdown", "json"), default=None,
                         help="with --impl: report format (default text)")
     parser.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
                         help="with --impl: time limit per op (default 10)")
@@ -38,7 +38,8 @@ def run(args) -> int:
         return run_grade(args)
     from cnnlab.errors import CnnlabError
 
-    for flag, value in (("--ops", args.ops), ("--time-limit", args.time_limit)):
+    for flag, value in (("--ops", args.ops), ("--time-limit", args.time_limit),
+                        ("--format", args.format)):
         if value is not None:
             raise CnnlabError(f"{flag} grades your own layers: use it with --impl FILE.py.")
     from cnnlab.verify.check import format_table, run_checks
@@ -53,15 +54,16 @@ def run_grade(args) -> int:
     from cnnlab.verify.grade import TIME_LIMIT, format_report, grade
 
     ops = [op.strip() for op in args.ops.split(",") if op.strip()] if args.ops else None
+    fmt = args.format or "text"
     # the student's prints must not break a JSON report on stdout: they go to stderr
-    quiet = contextlib.redirect_stdout(sys.stderr) if args.format == "json" else \
+    quiet = contextlib.redirect_stdout(sys.stderr) if fmt == "json" else \
         contextlib.nullcontext()
     try:
         with quiet:
             report = grade(args.impl, ops=ops, seed=args.seed,
                            time_limit=args.time_limit or TIME_LIMIT)
     except StudentCodeError as err:  # the submission fails; a wrong path or flag is exit 2
-        if args.format == "json":
+        if fmt == "json":
             import json
 
             print(json.dumps({"file": args.impl, "passed": False, "error": str(err), "ops": []},
@@ -69,5 +71,5 @@ def run_grade(args) -> int:
         else:
             print(f"FAIL: {err}")
         return 1
-    print(format_report(report, args.format))
+    print(format_report(report, fmt))
     return 0 if report["passed"] else 1

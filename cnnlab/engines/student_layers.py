@@ -455,27 +455,45 @@ class StudentModule(Module):
                 "num_batches_tracked" not in self.buffer_slots:
             self._buffers["num_batches_tracked"] = self._buffers["num_batches_tracked"] + 1
 
+    def _mode_keyword(self, method) -> str | None:
+        """The name of the forward's mode parameter (training, train, is_training, mode), once."""
+        if "_mode_key" not in self.__dict__:
+            try:
+                params = inspect.signature(method).parameters
+            except (TypeError, ValueError):
+                params = {}
+            object.__setattr__(self, "_mode_key", next((k for k in MODE_KEYWORDS if k in params),
+                                                       None))
+        return self._mode_key
+
+    def _student_error(self, what: str, err: Exception) -> StudentCodeError:
+        return StudentCodeError(f"Your {self.op}{self._where()}: {what} raised "
+                                f"{describe_exception(err, self.path)}.")
+
     def forward(self, x):
         self._push()
         method = getattr(self.instance, "forward", None) or self.instance
-        kwargs = {}
+        key = self._mode_keyword(method)
+        kwargs = {} if key is None else {
+            key: ("train" if self.training else "test") if key == "mode" else self.training}
         try:
-            params = inspect.signature(method).parameters
-        except (TypeError, ValueError):
-            params = {}
-        for key in MODE_KEYWORDS:
-            if key in params:
-                kwargs[key] = (("train" if self.training else "test") if key == "mode"
-                               else self.training)
-                break
-        out = method(x, **kwargs)
+            out = method(x, **kwargs)
+        except Exception as err:  # noqa: BLE001 - the student's code: one clear line
+            raise self._student_error("forward", err) from None
         if self.training:
             self._pull_buffers()
+        if out is None or hasattr(out, "detach"):
+            raise StudentCodeError(f"Your {self.op}{self._where()}: forward returned "
+                                   f"{'None' if out is None else 'a torch tensor'}; return the "
+                                   "output as a NumPy array.")
         return np.asarray(out)
 
     def student_backward(self, grad_out):
         """(dx, {name: (the student's gradient as they left it, or None; where)})."""
-        dx = self.instance.backward(grad_out)
+        try:
+            dx = self.instance.backward(grad_out)
+        except Exception as err:  # noqa: BLE001 - the student's code
+            raise self._student_error("backward", err) from None
         grads = {}
         for name, slot in self.slots.items():
             grads[name] = find_gradient(self.instance, slot, name)

@@ -239,7 +239,7 @@ def _run_layer_case(op, cls, case: Case, rng, torch, path) -> CaseResult:
     try:
         out = _as_array(ours(x.copy()), "forward", path)
     except StudentCodeError as err:
-        result.problem = str(err)
+        result.problem = _short(str(err), op)
         return result
     except Exception as err:  # noqa: BLE001 - the student's forward
         result.problem = f"forward raised {describe_exception(err, path)}"
@@ -261,6 +261,9 @@ def _run_layer_case(op, cls, case: Case, rng, torch, path) -> CaseResult:
         else:
             dx = ours.backward(dout.copy())
             grads = {name: (grad, f"{name}.grad") for name, _, grad in ours.named_parameters()}
+    except StudentCodeError as err:
+        result.problem = _short(str(err), op)
+        return result
     except Exception as err:  # noqa: BLE001 - the student's backward
         result.problem = f"backward raised {describe_exception(err, path)}"
         return result
@@ -296,6 +299,13 @@ def _run_layer_case(op, cls, case: Case, rng, torch, path) -> CaseResult:
             and "running_mean" not in ours.buffer_slots:
         result.quantities[0].note = "no running statistics found in your class"
     return result
+
+
+def _short(message: str, op: str) -> str:
+    """'forward raised ...' from the adapter's 'Your ReLU: forward raised ...' (the report's
+    row already names the op)."""
+    prefix = f"Your {op}: "
+    return message[len(prefix):].rstrip(".") if message.startswith(prefix) else message
 
 
 def _dropout_case(ours, case, x, out, rng, result, path) -> CaseResult:

@@ -32,6 +32,7 @@ def config(tiny_config):
 
 
 def test_student_layers_train_like_cnnlabs_own(config):
+    config = config.replace(**{"train.epochs": 1})
     own = train(config.replace(**{"train.name": "own"}), quiet=True)
     student = train(config.replace(**{"train.name": "student"}), quiet=True, layers=EXAMPLE)
     assert student.result["status"] == "completed"
@@ -46,6 +47,9 @@ def test_student_layers_train_like_cnnlabs_own(config):
         assert b["val_acc"] == pytest.approx(a["val_acc"], abs=1e-9)
     assert student.result["test_loss"] == pytest.approx(own.result["test_loss"], rel=1e-4)
     assert (student.path / "best.npz").is_file()
+    # the state dict has cnnlab's keys: the run reloads into cnnlab's own layers
+    model = student.model()
+    assert set(model.state_dict()) == set(own.model().state_dict())
 
 
 def test_resume_needs_the_same_layers_file(config, tmp_path, capsys):
