@@ -68,6 +68,13 @@ BATTERIES: dict[str, list[Case]] = {
            tags=("dilation", "padding")),
         _c("1x1, 5 samples", (4, 2, 1), (5, 4, 3, 5), tags=("1x1",)),
     ],
+    "ConvTranspose2d": [
+        _c("3x3", (3, 2, 3), (2, 3, 4, 5)),
+        _c("stride 2, padding 1, output_padding 1", (2, 3, 3), (2, 2, 4, 3), stride=2,
+           padding=1, output_padding=1, tags=("stride > 1", "padding")),
+        _c("kernel (2, 3), stride (2, 1), batch 1", (2, 2, (2, 3)), (1, 2, 3, 4), stride=(2, 1),
+           tags=("stride > 1", "non-square kernel", "batch 1")),
+    ],
     "Linear": [
         _c("7 -> 5, batch 4", (7, 5), (4, 7)),
         _c("3 -> 6, batch 1", (3, 6), (1, 3), tags=("batch 1",)),
@@ -90,6 +97,14 @@ BATTERIES: dict[str, list[Case]] = {
         _c("kernel (2, 3), stride (1, 2), batch 1", ((2, 3),), (1, 2, 5, 8), stride=(1, 2),
            tags=("non-square kernel", "batch 1")),
     ],
+    "AdaptiveMaxPool2d": [
+        _c("to (2, 3)", ((2, 3),), (2, 2, 7, 6)),
+        _c("to 1, batch 1", (1,), (1, 3, 5, 5), tags=("batch 1",)),
+    ],
+    "Upsample": [
+        _c("nearest x2", (), (2, 3, 3, 4), scale_factor=2),
+        _c("nearest to (5, 7), batch 1", (), (1, 2, 3, 4), size=(5, 7), tags=("batch 1",)),
+    ],
     "AdaptiveAvgPool2d": [
         _c("to (2, 3)", ((2, 3),), (2, 2, 7, 6)),
         _c("to 1, batch 1", (1,), (1, 3, 5, 5), tags=("batch 1",)),
@@ -104,6 +119,10 @@ BATTERIES: dict[str, list[Case]] = {
         _c("train", (4,), (6, 4)),
         _c("eval (running statistics)", (4,), (5, 4), mode="eval", tags=("eval",)),
         _c("train, batch 2", (3,), (2, 3), tags=("small batch",)),
+    ],
+    "GroupNorm": [
+        _c("2 groups of 2 channels", (2, 4), (3, 4, 3, 5)),
+        _c("1 group, batch 1", (1, 3), (1, 3, 4, 4), tags=("batch 1",)),
     ],
     "LayerNorm": [
         _c("last dim", ((5,),), (3, 5)),
@@ -123,6 +142,11 @@ BATTERIES: dict[str, list[Case]] = {
         _c("large logits (x 500)", (), (6, 10), inputs="large", tags=("large logits",)),
     ],
     "MSELoss": [_c("(4, 3)", (), (4, 3)), _c("batch 1", (), (1, 5), tags=("batch 1",))],
+    "NLLLoss": [_c("5 samples, 4 classes", (), (5, 4)), _c("batch 1", (), (1, 3), tags=("batch 1",))],
+    "BCEWithLogitsLoss": [
+        _c("(4, 3)", (), (4, 3)),
+        _c("large logits (x 500)", (), (3, 5), inputs="large", tags=("large logits",)),
+    ],
 }
 
 
@@ -341,7 +365,12 @@ def _run_loss_case(op, cls, case: Case, rng, torch, path) -> CaseResult:
     result = CaseResult(case)
     n, k = case.shape
     logits = _input(case, rng)
-    target = rng.integers(0, k, n) if op == "CrossEntropyLoss" else rng.standard_normal((n, k))
+    if op in ("CrossEntropyLoss", "NLLLoss"):
+        target = rng.integers(0, k, n)
+    elif op == "BCEWithLogitsLoss":  # probabilities, some exactly 0 or 1
+        target = np.clip(rng.uniform(-0.3, 1.3, (n, k)), 0, 1)
+    else:
+        target = rng.standard_normal((n, k))
     result.x, result.extra["target"] = logits, target
     loss = construct(op, cls, case.args, case.kwargs, path)
     t_logits = torch.tensor(logits, requires_grad=True)
@@ -414,7 +443,8 @@ def _diagnose_case(op: str, r: CaseResult) -> list[str]:
         notes += _batchnorm_notes(op, r)
     if op == "MaxPool2d" and r.case.inputs == "ties":
         notes += _tie_notes(r)
-    if op == "CrossEntropyLoss" and r.quantities and not np.all(np.isfinite(r.quantities[0].ours)):
+    if op in ("CrossEntropyLoss", "BCEWithLogitsLoss") and r.quantities and \
+            not np.all(np.isfinite(r.quantities[0].ours)):
         notes.append("the loss is not finite on large logits: subtract the row's max logit "
                      "before exp (log-sum-exp), as torch does.")
     if op == "Dropout" and r.extra.get("unscaled"):
@@ -750,6 +780,14 @@ def _err_text(value) -> str:
     return "-" if value is None or not np.isfinite(value) else f"{value:.2e}"
 
 
+def _shown_path(path: str) -> str:
+    """The file relative to the working directory when it is under it (as the user typed it)."""
+    import os
+
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
+
+
 def format_report(report: dict, fmt: str = "text") -> str:
     """The report as `text` (a table and the diagnoses), `markdown` or `json`."""
     if fmt == "json":
@@ -775,7 +813,7 @@ def format_report(report: dict, fmt: str = "text") -> str:
         table.append([row["op"], "pass" if row["passed"] else "FAIL",
                       _err_text(row["max_rel_err"]), f"{row['cases_passed']}/{row['cases']}",
                       where])
-    lines = [f"Grading {report['file']} against PyTorch (float64, seed {report['seed']}; "
+    lines = [f"Grading {_shown_path(report['file'])} against PyTorch (float64, seed {report['seed']}; "
              f"reproduce with --seed {report['seed']})", ""]
     if fmt == "markdown":
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

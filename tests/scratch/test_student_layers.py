@@ -36,6 +36,18 @@ def test_the_example_passes_every_op_and_exits_0(capsys):
         assert any(line.startswith(op) and " pass " in line for line in out.splitlines()), op
 
 
+def test_cnnlab_s_own_layers_pass_every_battery(tmp_path):
+    """The batteries themselves are right: cnnlab's verified ops, given as a student's file."""
+    from cnnlab.verify.grade import BATTERIES
+
+    path = tmp_path / "own.py"
+    path.write_text("import cnnlab.scratch as scratch\nfrom cnnlab.verify.grade import BATTERIES\n"
+                    "LAYERS = {op: getattr(scratch, op) for op in BATTERIES}\n")
+    report = grade(path, seed=8)
+    assert report["passed"], [row for row in report["ops"] if not row["passed"]]
+    assert {row["op"] for row in report["ops"]} == set(BATTERIES)
+
+
 BUGS = {  # name: (op, old line, new line, words the diagnosis must contain)
     "border": ("Conv2d", "xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))",
                "xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), mode='edge')",
@@ -53,6 +65,9 @@ BUGS = {  # name: (op, old line, new line, words the diagnosis must contain)
                      "missing bias gradient"),
     "biased_var": ("BatchNorm2d", "+ self.momentum * var * n / (n - 1))",
                    "+ self.momentum * var)", "biased running variance"),
+    "eval_batch_stats": ("BatchNorm2d", "        if self.training:\n            mean, var",
+                         "        if True:\n            mean, var",
+                         "eval mode normalises with the batch statistics"),
     "ties": ("MaxPool2d", "bigger = values > best", "bigger = values >= best",
              "wrong max-pool tie handling: the gradient goes to the last tied maximum"),
 }
