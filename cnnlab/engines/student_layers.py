@@ -43,7 +43,7 @@ import numpy as np
 
 import cnnlab.scratch as scratch
 from cnnlab.engines.build import check_supported, instantiate
-from cnnlab.errors import CnnlabError, ModelError
+from cnnlab.errors import CnnlabError
 from cnnlab.scratch.module import Module
 from cnnlab.scratch.parameter import Parameter
 from cnnlab.utils import did_you_mean
@@ -397,7 +397,8 @@ class StudentModule(Module):
                                        f"{method}(dout) method; see docs/student_layers.md.")
         if not callable(getattr(instance, "forward", None)) and not callable(instance):
             raise StudentCodeError(f"Your {op} ({type(instance).__name__}) has no forward(x).")
-        reference = getattr(scratch, op)(*args, **(kwargs or {}))  # cnnlab's twin: names, shapes, init
+        # cnnlab's own layer of that op: the parameter names, torch's shapes, the initial values
+        reference = getattr(scratch, op)(*args, **(kwargs or {}))
         object.__setattr__(self, "slots", {})
         object.__setattr__(self, "layouts", {})
         object.__setattr__(self, "buffer_slots", {})

@@ -142,7 +142,8 @@ BATTERIES: dict[str, list[Case]] = {
         _c("large logits (x 500)", (), (6, 10), inputs="large", tags=("large logits",)),
     ],
     "MSELoss": [_c("(4, 3)", (), (4, 3)), _c("batch 1", (), (1, 5), tags=("batch 1",))],
-    "NLLLoss": [_c("5 samples, 4 classes", (), (5, 4)), _c("batch 1", (), (1, 3), tags=("batch 1",))],
+    "NLLLoss": [_c("5 samples, 4 classes", (), (5, 4)),
+                _c("batch 1", (), (1, 3), tags=("batch 1",))],
     "BCEWithLogitsLoss": [
         _c("(4, 3)", (), (4, 3)),
         _c("large logits (x 500)", (), (3, 5), inputs="large", tags=("large logits",)),
@@ -316,7 +317,8 @@ def _run_layer_case(op, cls, case: Case, rng, torch, path) -> CaseResult:
             if name in ("running_mean", "running_var"):
                 if isinstance(ours, StudentModule) and name not in ours.buffer_slots:
                     note = f"no {name} found in your {op}"
-                    result.quantities.append(Quantity(name, None, t_buffers[name].numpy(), note=note))
+                    result.quantities.append(Quantity(name, None, t_buffers[name].numpy(),
+                                                      note=note))
                     continue
                 result.quantities.append(Quantity(name, value, t_buffers[name].numpy()))
     elif case.mode == "eval" and op.startswith("BatchNorm") and isinstance(ours, StudentModule) \
@@ -554,13 +556,14 @@ def _batchnorm_notes(op: str, r: CaseResult) -> list[str]:
     quantities = {q.name: q for q in r.quantities}
     state = r.extra.get("state", {})
     axes = (0, 2, 3) if r.x.ndim == 4 else (0,)
-    if r.case.mode == "train" and "running_var" in quantities and \
-            quantities["running_var"].err >= TOLERANCE and quantities["running_var"].ours is not None:
+    running_var = quantities.get("running_var")
+    if r.case.mode == "train" and running_var is not None and running_var.err >= TOLERANCE \
+            and running_var.ours is not None:
         m = r.case.kwargs.get("momentum", 0.1)
         n = int(np.prod([r.x.shape[a] for a in axes]))
         before = state["running_var"]
         biased = (1 - m) * before + m * r.x.var(axis=axes)
-        if _close(quantities["running_var"].ours, biased):
+        if _close(running_var.ours, biased):
             notes.append(f"biased running variance: running_var is updated with the biased batch "
                          f"variance (divided by n={n}); torch uses the unbiased one (divided by "
                          f"n-1={n - 1}, the biased one times n/(n-1)), while normalising with the "
@@ -813,8 +816,9 @@ def format_report(report: dict, fmt: str = "text") -> str:
         table.append([row["op"], "pass" if row["passed"] else "FAIL",
                       _err_text(row["max_rel_err"]), f"{row['cases_passed']}/{row['cases']}",
                       where])
-    lines = [f"Grading {_shown_path(report['file'])} against PyTorch (float64, seed {report['seed']}; "
-             f"reproduce with --seed {report['seed']})", ""]
+    seed = report["seed"]
+    lines = [f"Grading {_shown_path(report['file'])} against PyTorch (float64, seed {seed}; "
+             f"reproduce with --seed {seed})", ""]
     if fmt == "markdown":
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in line) + " |"

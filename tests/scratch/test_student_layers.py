@@ -59,7 +59,8 @@ BUGS = {  # name: (op, old line, new line, words the diagnosis must contain)
     "loss_not_averaged": ("CrossEntropyLoss",
                           "return (self.probs - self.wanted) / self.probs.shape[0]",
                           "return self.probs - self.wanted", "off by the batch size N=5"),
-    "weight_over_n": ("Linear", "self.dW = self.x.T @ dout", "self.dW = self.x.T @ dout / len(dout)",
+    "weight_over_n": ("Linear", "self.dW = self.x.T @ dout",
+                      "self.dW = self.x.T @ dout / len(dout)",
                       "1/4 of torch's: off by the batch size"),
     "no_bias_grad": ("Conv2d", "            self.db = dout.sum(axis=(0, 2, 3))", "            pass",
                      "missing bias gradient"),
@@ -138,7 +139,8 @@ def test_raising_hanging_and_wrong_shape_ops_get_per_op_messages(tmp_path):
     report = grade(path, ops=["ReLU", "Flatten", "Linear", "MaxPool2d"], seed=1, time_limit=1.5)
     rows = {row["op"]: row for row in report["ops"]}
     assert rows["ReLU"]["timed_out"] and "time limit of 1.5 s" in rows["ReLU"]["error"]
-    assert "forward returned shape (120,); torch's Flatten gives (2, 60)" in rows["Flatten"]["error"]
+    flatten = rows["Flatten"]["error"]
+    assert "forward returned shape (120,); torch's Flatten gives (2, 60)" in flatten
     assert rows["Linear"]["error"].startswith("forward raised ValueError: my bug (broken.py, line")
     assert "raise ValueError('my bug')" in rows["Linear"]["error"]
     assert rows["MaxPool2d"]["passed"]  # the hang did not block the others
