@@ -437,7 +437,7 @@ def _diagnose_case(op: str, r: CaseResult) -> list[str]:
     for q in r.quantities:
         if q.err < TOLERANCE:
             continue
-        specific = _quantity_notes(q, r, n)
+        specific = _quantity_notes(op, q, r, n)
         notes += specific or ([f"{q.name}: {q.note}."] if q.note else [])
     if op in ("Conv2d", "MaxPool2d", "AvgPool2d") and r.quantities:
         notes += _border_only(op, r)
@@ -455,7 +455,7 @@ def _diagnose_case(op: str, r: CaseResult) -> list[str]:
     return notes
 
 
-def _quantity_notes(q: Quantity, r: CaseResult, n: int) -> list[str]:
+def _quantity_notes(op: str, q: Quantity, r: CaseResult, n: int) -> list[str]:
     """What the numbers of one wrong quantity say: missing, a constant factor (the batch
     size), transposed, summed over the wrong axes."""
     theirs_nonzero = np.abs(q.theirs).max(initial=0) > 0
@@ -470,9 +470,7 @@ def _quantity_notes(q: Quantity, r: CaseResult, n: int) -> list[str]:
         return [f"{q.name} {_factor_text(ratio, n)}."]
     notes = []
     if q.raw is not None and q.name.endswith("gradient") and q.name != "input gradient":
-        notes += _permuted(q, r)
-        if q.name == "bias gradient" and r.dout is not None:
-            notes += _wrong_axes(q, r)
+        notes += _permuted(q, r) or _wrong_axes(op, q, r)
     return notes
 
 
@@ -497,19 +495,45 @@ def _permuted(q: Quantity, r: CaseResult) -> list[str]:
     return []
 
 
-def _wrong_axes(q: Quantity, r: CaseResult) -> list[str]:
-    """db summed over another set of dout's axes than torch's."""
+def _summed_terms(op: str, q: Quantity, r: CaseResult):
+    """(terms, names, torch's axes): the per-element terms whose sum over torch's axes is this
+    parameter gradient, for the ops where that is one product (None for the others)."""
+    dout, x = r.dout, r.x
+    if dout is None:
+        return None
+    if q.name == "bias gradient":
+        names = ("N", "C", "H", "W") if dout.ndim == 4 else ("N", "features")
+        return dout, names, tuple(a for a in range(dout.ndim) if a != 1)
+    if q.name == "weight gradient" and op == "Linear":  # dW[o, i] = sum_n dout[n, o] x[n, i]
+        return dout[:, :, None] * x[:, None, :], ("N", "out", "in"), (0,)
+    if q.name == "weight gradient" and op.startswith("BatchNorm") and r.case.mode == "train":
+        axes = (0, 2, 3) if x.ndim == 4 else (0,)
+        xhat = (x - x.mean(axis=axes, keepdims=True)) / np.sqrt(x.var(axis=axes, keepdims=True)
+                                                                + 1e-5)
+        names = ("N", "C", "H", "W") if x.ndim == 4 else ("N", "features")
+        return dout * xhat, names, axes
+    return None
+
+
+def _wrong_axes(op: str, q: Quantity, r: CaseResult) -> list[str]:
+    """A parameter gradient summed over another set of axes than torch's (db over the
+    features instead of the batch, dgamma over N only, ...)."""
+    found = _summed_terms(op, q, r)
+    if found is None:
+        return []
+    terms, names, right = found
     raw = np.asarray(q.raw, np.float64)
-    dout, right = r.dout, _bias_axes(r.dout)
-    for k in range(dout.ndim + 1):
-        for axes in itertools.combinations(range(dout.ndim), k):
+    label = lambda axes: "(" + ", ".join(names[a] for a in axes) + ")" if axes else "no axes"  # noqa: E731
+    for k in range(terms.ndim + 1):
+        for axes in itertools.combinations(range(terms.ndim), k):
             if axes == right:
                 continue
-            total = dout.sum(axis=axes) if axes else dout
-            if total.size == raw.size and rel_err(raw.reshape(total.shape), total) < TOLERANCE:
-                return [f"bias gradient summed over the wrong axes: it is dout summed over "
-                        f"{_axes_name(axes, dout.ndim)} (shape {total.shape}); torch sums over "
-                        f"{_axes_name(right, dout.ndim)}."]
+            total = terms.sum(axis=axes) if axes else terms
+            candidates = [total] + ([total.T] if total.ndim == 2 else [])
+            if any(c.size == raw.size and rel_err(raw.reshape(c.shape), c) < TOLERANCE
+                   for c in candidates):
+                return [f"{q.name} summed over the wrong axes: it is the sum over "
+                        f"{label(axes)} (shape {total.shape}); torch sums over {label(right)}."]
     return []
 
 
