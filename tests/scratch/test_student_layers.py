@@ -48,6 +48,18 @@ def test_cnnlab_s_own_layers_pass_every_battery(tmp_path):
     assert {row["op"] for row in report["ops"]} == set(BATTERIES)
 
 
+DROPOUT = """class Dropout:
+    def __init__(self, p=0.5, inplace=False):
+        self.p = p
+
+    def forward(self, x):
+        self.mask = np.random.rand(*x.shape) >= self.p if self.training else np.ones(x.shape)
+        return x * self.mask  # the bug: no 1 / (1 - p)
+
+    def backward(self, dout):
+        return dout * self.mask
+"""
+
 BUGS = {  # name: (op, old line, new line, words the diagnosis must contain)
     "border": ("Conv2d", "xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))",
                "xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), mode='edge')",
@@ -72,6 +84,10 @@ BUGS = {  # name: (op, old line, new line, words the diagnosis must contain)
     "eval_batch_stats": ("BatchNorm2d", "        if self.training:\n            mean, var",
                          "        if True:\n            mean, var",
                          "eval mode normalises with the batch statistics"),
+    "overflow": ("CrossEntropyLoss", "shifted = logits - logits.max(axis=1, keepdims=True)",
+                 "shifted = logits", "the loss is not finite on large logits"),
+    "dropout_unscaled": ("Dropout", "class ReLU:", DROPOUT + "\n\nclass ReLU:",
+                         "kept values are not scaled by 1/(1-p)"),
     "ties": ("MaxPool2d", "bigger = values > best", "bigger = values >= best",
              "wrong max-pool tie handling: the gradient goes to the last tied maximum"),
 }
