@@ -523,7 +523,10 @@ def _wrong_axes(op: str, q: Quantity, r: CaseResult) -> list[str]:
         return []
     terms, names, right = found
     raw = np.asarray(q.raw, np.float64)
-    label = lambda axes: "(" + ", ".join(names[a] for a in axes) + ")" if axes else "no axes"  # noqa: E731
+
+    def label(axes) -> str:
+        return "(" + ", ".join(names[a] for a in axes) + ")" if axes else "no axes"
+
     for k in range(terms.ndim + 1):
         for axes in itertools.combinations(range(terms.ndim), k):
             if axes == right:
@@ -727,34 +730,63 @@ def _stop_thread(thread: threading.Thread) -> None:
                                                    ctypes.py_object(_OpTimedOut))
 
 
-def _grade_with_limit(op, cls, seed, path, torch, time_limit) -> dict:
+def run_with_limit(work, time_limit: float, name: str):
+    """work() in a daemon thread: ("done", value), ("error", exception) or ("timeout", still
+    running: bool). A timed-out thread is stopped by an exception at its next bytecode."""
     box = {}
 
-    def work():
+    def target():
         try:
-            box["row"] = _grade_op(op, cls, seed, path, torch)
+            box["value"] = work()
         except BaseException as err:  # noqa: BLE001 - also the _OpTimedOut we raise in it
             box["error"] = err
 
-    start = time.perf_counter()
-    thread = threading.Thread(target=work, name=f"grade-{op}", daemon=True)
+    thread = threading.Thread(target=target, name=name, daemon=True)
     thread.start()
     thread.join(time_limit)
     if thread.is_alive():
         _stop_thread(thread)
         thread.join(1.0)
-        row = _failed_row(op, f"did not finish within the time limit of {time_limit:g} s (an "
-                              "endless loop, or far too slow: loop over kernel positions and "
-                              "vectorise over the batch and channels)"
-                          + ("" if not thread.is_alive() else "; it is still running in the "
-                             "background (stuck inside one long NumPy call)"))
+        return "timeout", thread.is_alive()
+    if "error" in box:
+        return "error", box["error"]
+    return "done", box["value"]
+
+
+def _timeout_text(time_limit: float, still_running: bool) -> str:
+    return (f"did not finish within the time limit of {time_limit:g} s (an endless loop, or far "
+            "too slow: loop over kernel positions and vectorise over the batch and channels)"
+            + ("; it is still running in the background (stuck inside one long NumPy call)"
+               if still_running else ""))
+
+
+def _grade_with_limit(op, cls, seed, path, torch, time_limit) -> dict:
+    start = time.perf_counter()
+    outcome, value = run_with_limit(lambda: _grade_op(op, cls, seed, path, torch), time_limit,
+                                    f"grade-{op}")
+    if outcome == "timeout":
+        row = _failed_row(op, _timeout_text(time_limit, value))
         row["timed_out"] = True
-    elif "error" in box:
-        row = _failed_row(op, describe_exception(box["error"], path))
+    elif outcome == "error":
+        row = _failed_row(op, describe_exception(value, path))
     else:
-        row = box["row"]
+        row = value
     row["seconds"] = round(time.perf_counter() - start, 3)
     return row
+
+
+def _load_with_limit(path, ops, time_limit: float):
+    """load_layers under the time limit too: code at the top of a file (a training script
+    without `if __name__ == "__main__":`) runs on import."""
+    outcome, value = run_with_limit(lambda: load_layers(path, ops), time_limit, "grade-import")
+    if outcome == "timeout":
+        raise StudentCodeError(f"Importing your layers file {path} "
+                               f"{_timeout_text(time_limit, value)}"
+                               "; code at the top level of the file runs on import: put scripts "
+                               "under `if __name__ == \"__main__\":`.")
+    if outcome == "error":
+        raise value
+    return value
 
 
 def _failed_row(op: str, message: str) -> dict:
@@ -784,7 +816,7 @@ def grade(path, ops=None, seed: int | None = None, time_limit: float = TIME_LIMI
 
     if seed is None:
         seed = int(np.random.SeedSequence().entropy % (2**31))
-    layers = load_layers(path, ops)
+    layers = _load_with_limit(path, ops, time_limit)
     graded = [op for op in layers.classes if op in BATTERIES]
     _warm_up(torch)
     saved = scratch_random.get_state()

@@ -148,6 +148,13 @@ def test_a_file_that_does_not_import_gets_one_clear_message(tmp_path, capsys, na
     assert "Traceback" not in out
 
 
+def test_a_file_that_hangs_on_import_is_stopped(tmp_path):
+    path = tmp_path / "script.py"
+    path.write_text(SOURCE + "\nwhile True:  # a training script left at the top level\n    pass\n")
+    with pytest.raises(StudentCodeError, match="did not finish within the time limit of 0.5 s"):
+        grade(path, time_limit=0.5)
+
+
 def test_raising_hanging_and_wrong_shape_ops_get_per_op_messages(tmp_path):
     text = (SOURCE.replace("self.mask = x > 0", "self.mask = x > 0\n        while True:\n"
                            "            pass")
