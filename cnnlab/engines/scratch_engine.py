@@ -69,6 +69,8 @@ class ScratchEngine:
     optim_cfg: has `name` (sgd | adam | adamw), `lr`, `momentum`, `nesterov`, `weight_decay`,
         `betas`, `eps` (a config object or dict). Other keyword arguments (torch-only options
         such as `amp`) are accepted and ignored, so one call builds either engine.
+    loss_fn: a loss with `forward(logits, y) -> mean` and `backward() -> dlogits` in place of
+        cnnlab's CrossEntropyLoss (a student's, from `engines.student_layers.make_adapter`).
     """
 
     name = "scratch"

@@ -28,6 +28,7 @@ from cnnlab.engines.student_layers import (LOSS_KINDS, StudentCodeError, Student
                                            describe_exception, load_layers, make_module)
 from cnnlab.scratch import random as scratch_random
 from cnnlab.verify.check import TOLERANCE  # float64 relative error, as cnnlab's own ops
+from cnnlab.verify.check import _rel_err
 
 TIME_LIMIT = 10.0  # seconds per op
 
@@ -155,14 +156,11 @@ BATTERIES: dict[str, list[Case]] = {
 
 
 def rel_err(ours, theirs) -> float:
-    ours, theirs = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
-    if ours.shape != theirs.shape:
+    """`cnnlab check`'s relative error (inf for a shape mismatch), and inf for a non-finite
+    value of the student's (a NaN would otherwise compare as no error)."""
+    if not np.all(np.isfinite(np.asarray(ours, np.float64))):
         return float("inf")
-    if not np.all(np.isfinite(ours)):
-        return float("inf")
-    scale = np.abs(theirs).max(initial=0.0)
-    diff = np.abs(ours - theirs).max(initial=0.0)
-    return float(diff / scale) if scale > 0 else float(diff)
+    return _rel_err(ours, theirs)
 
 
 def _close(a, b) -> bool:
