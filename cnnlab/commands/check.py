@@ -66,8 +66,8 @@ def run_grade(args) -> int:
         if fmt == "json":
             import json
 
-            print(json.dumps({"file": args.impl, "passed": False, "error": str(err), "ops": []},
-                             indent=2))
+            print(json.dumps({"file": args.impl, "seed": args.seed, "passed": False,
+                              "error": str(err), "ops": []}, indent=2))
         else:
             print(f"FAIL: {err}")
         return 1

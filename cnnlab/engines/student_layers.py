@@ -483,6 +483,10 @@ class StudentModule(Module):
             raise self._student_error("forward", err) from None
         if self.training:
             self._pull_buffers()
+        if isinstance(out, tuple):
+            raise StudentCodeError(f"Your {self.op}{self._where()}: forward returned a tuple of "
+                                   f"{len(out)}; return only the output array and keep what "
+                                   "backward needs (the cache) on self.")
         if out is None or hasattr(out, "detach"):
             raise StudentCodeError(f"Your {self.op}{self._where()}: forward returned "
                                    f"{'None' if out is None else 'a torch tensor'}; return the "
