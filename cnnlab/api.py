@@ -20,9 +20,10 @@ __all__ = ["train"]
 
 
 def train(config=None, out=None, name=None, resume=None, *, callbacks=(), quiet: bool = False,
-          plots: bool = True, data_dir=None) -> Run:
+          plots: bool = True, data_dir=None, layers=None) -> Run:
     """Train a model (see `cnnlab.training.train`) and, with `plots`, draw its figures."""
-    run = train_only(config, out, name, resume, callbacks=callbacks, quiet=quiet, data_dir=data_dir)
+    run = train_only(config, out, name, resume, callbacks=callbacks, quiet=quiet, data_dir=data_dir,
+                     layers=layers)
     if plots:
         write_plots(run.path)
         if run.result.get("loggers"):  # the figures go to TensorBoard / MLflow too

@@ -112,11 +112,14 @@ class ModelConfig:
         whitening, as airbench does); works for any model whose first layer is a Conv2d.
     options: the zoo entry's options (e.g. `bn`, `dropout` for `deep_cnn`), written flat beside
         `name` in YAML; options not given keep the zoo's defaults.
+    layers: a Python file with the student's own layer classes, used in place of cnnlab's by
+        the scratch engine (docs/student_layers.md); stored absolute.
     """
 
     name: str = "small_cnn"
     spec: Optional[list] = None
     whiten: bool = False
+    layers: Optional[str] = None
     options: FrozenMapping = field(default_factory=FrozenMapping)
 
     @property
@@ -248,7 +251,7 @@ class Config:
                 value = getattr(obj, f.name)
                 if f.name == "options":
                     values.update(_plain(value))
-                elif f.name == "spec" and value is None:
+                elif f.name in ("spec", "layers") and value is None:
                     continue
                 else:
                     values[f.name] = _plain(value)

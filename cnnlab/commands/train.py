@@ -44,6 +44,9 @@ def register(subparsers) -> None:
     p.add_argument("--logger", action="append", default=[], metavar="NAME",
                    help="also log to tensorboard or mlflow (train.loggers; repeatable)")
     p.add_argument("--profile", help="a profile of the config file, e.g. gpu")
+    p.add_argument("--layers", metavar="FILE.py",
+                   help="train with your own NumPy layer classes from this file in place of "
+                        "cnnlab's (model.layers; scratch engine; see `cnnlab check --impl`)")
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last.pt")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots at the end")
@@ -69,12 +72,15 @@ def run(args: argparse.Namespace) -> int:
         if extras:
             raise ConfigError(
                 f"--resume {args.resume} continues the run with its own config.yaml; drop "
-                f"{', '.join(extras)} (--data-dir is accepted, for data that moved)."
+                f"{', '.join(extras)} (--data-dir is accepted, for data that moved, and "
+                "--layers, which must name the run's own layers file)."
             )
         result = train(resume=args.resume, quiet=args.quiet, plots=not args.no_plots,
-                       data_dir=args.data_dir)
+                       data_dir=args.data_dir, layers=args.layers)
     else:
         overrides = {**_flag_overrides(args), **parse_overrides(args.set)}
+        if args.layers:
+            overrides["model.layers"] = args.layers
         if args.logger:
             overrides["train.loggers"] = list(dict.fromkeys(args.logger))
         config = load_config(args.config, overrides, profile=args.profile)

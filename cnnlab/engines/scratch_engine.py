@@ -69,6 +69,8 @@ class ScratchEngine:
     optim_cfg: has `name` (sgd | adam | adamw), `lr`, `momentum`, `nesterov`, `weight_decay`,
         `betas`, `eps` (a config object or dict). Other keyword arguments (torch-only options
         such as `amp`) are accepted and ignored, so one call builds either engine.
+    loss_fn: a loss with `forward(logits, y) -> mean` and `backward() -> dlogits` in place of
+        cnnlab's CrossEntropyLoss (a student's, from `engines.student_layers.make_adapter`).
     """
 
     name = "scratch"
@@ -76,7 +78,7 @@ class ScratchEngine:
     channels_last = False
 
     def __init__(self, model, optim_cfg, *, label_smoothing: float = 0.0, device: str = "cpu",
-                 ema: float | None = None, **_ignored):
+                 ema: float | None = None, loss_fn=None, **_ignored):
         if str(device) != "cpu":
             raise ConfigError(
                 f"The scratch (NumPy) engine runs on the CPU only; got device={device!r}. Use "
@@ -93,7 +95,8 @@ class ScratchEngine:
         self.optimizer = build_optimizer(model.parameters(), optim_cfg, SCRATCH_OPTIMIZERS,
                                          names=[name for name, _, _ in model.named_parameters()])
         self.lookahead = build_lookahead(self._parameters(), optim_cfg)
-        self.loss_fn = CrossEntropyLoss(label_smoothing=label_smoothing)
+        # loss_fn: another loss with the same interface (a student's, see engines.student_layers)
+        self.loss_fn = loss_fn or CrossEntropyLoss(label_smoothing=label_smoothing)
         params = model.parameters()
         self.dtype = params[0].data.dtype if params else np.dtype(np.float32)
         self.ema = WeightAverage(self._live(), ema) if ema else None

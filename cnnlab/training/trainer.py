@@ -19,6 +19,7 @@ import numpy as np
 
 from cnnlab import engines, runs
 from cnnlab.config import Config, load_config
+from cnnlab.engines import student_layers
 from cnnlab.engines.optim import build_scheduler
 from cnnlab.errors import ConfigError, TrainingInterrupted
 from cnnlab.runs import RunLog, checkpoint_path
@@ -49,6 +50,7 @@ class Session:
     params: int
     macs: int
     model_args: runs.ModelArgs
+    student_layers: dict | None = None  # {"file", "sha256", "ops"} when model.layers is set
 
 
 def build_session(config: Config) -> Session:
@@ -70,10 +72,13 @@ def build_session(config: Config) -> Session:
                           **model_args.options)
     check_batches(node, t.batch_size, len(prepared.train))
     set_seed(t.seed)  # the initial weights depend only on the seed
-    model = engine_spec.build_model(node)
+    layers = _student_layers(config)
+    model = (engine_spec.build_model(node) if layers is None
+             else student_layers.build_model(node, layers))
     if config.model.whiten:
         whiten_first_conv(model, node, prepared.train.images, prepared.mean, prepared.std, t.seed)
-    engine = engine_spec.make_adapter(model, t, config.optim, device)
+    engine = (engine_spec.make_adapter(model, t, config.optim, device) if layers is None
+              else student_layers.make_adapter(model, layers, t, config.optim, device))
     loader_args = dict(mean=prepared.mean, std=prepared.std, device=engine.device,
                        channels_last=getattr(engine, "channels_last", False))
     # drop a ragged last batch (BatchNorm cannot train on one sample) unless it is the only one
@@ -88,11 +93,25 @@ def build_session(config: Config) -> Session:
     scheduler = build_scheduler(engine.optimizer, config.schedule, len(train_loader), t.epochs)
     return Session(config, prepared, engine, train_loader, val_loader, test_loader, scheduler,
                    params=int(node.total_params()), macs=int(node.total_macs()),
-                   model_args=model_args)
+                   model_args=model_args,
+                   student_layers=None if layers is None else {
+                       **layers.describe(), "ops": student_layers.ops_used(node, layers)
+                       + (["CrossEntropyLoss"] if "CrossEntropyLoss" in layers.classes else [])})
+
+
+def _student_layers(config: Config):
+    """The student's layers file of `model.layers` (loaded), or None; scratch engine only."""
+    if config.model.layers is None:
+        return None
+    if config.train.engine != "scratch":
+        raise ConfigError(
+            f"model.layers ({config.model.layers}) swaps your own NumPy layers into the scratch "
+            f"engine; this run uses train.engine={config.train.engine}. Add --engine scratch.")
+    return student_layers.load_layers(config.model.layers)
 
 
 def train(config=None, out=None, name=None, resume=None, *, callbacks=(), quiet: bool = False,
-          data_dir=None) -> Run:
+          data_dir=None, layers=None) -> Run:
     """Train a model and return its `Run`.
 
     config: a Config, a dict in the YAML form, a YAML path, or None for the defaults.
@@ -103,6 +122,8 @@ def train(config=None, out=None, name=None, resume=None, *, callbacks=(), quiet:
     data_dir: where the dataset files are (`data.data_dir`); the one override a resume takes,
         for data that moved. A relative data directory is stored absolute in config.yaml, so the
         run can be resumed or reloaded from any working directory.
+    layers: a Python file with the student's own layers (`model.layers`, scratch engine); a
+        resumed run that trained with such a file needs the same file (same contents) again.
     """
     if resume is not None:
         if config is not None or out is not None or name is not None:
@@ -112,18 +133,51 @@ def train(config=None, out=None, name=None, resume=None, *, callbacks=(), quiet:
                 f"out={out!r}, name={name!r})."
             )
         run_dir = runs.find_run_dir(resume)
-        config = Run.load(run_dir).config
+        config = _resumed_layers(run_dir, Run.load(run_dir).config, layers)
     else:
         config = config if isinstance(config, Config) else load_config(config)
-        updates = {k: str(v) for k, v in (("train.out", out), ("train.name", name)) if v is not None}
+        updates = {k: str(v) for k, v in (("train.out", out), ("train.name", name),
+                                          ("model.layers", layers)) if v is not None}
         config = config.replace(**updates) if updates else config
     config = _absolute_data_dir(config, data_dir)
+    if config.model.layers is not None:  # absolute, like data_dir: resumable from anywhere
+        absolute = str(Path(config.model.layers).expanduser().resolve())
+        if absolute != config.model.layers:
+            config = config.replace(**{"model.layers": absolute})
     with compute_threads(config.train.threads):
         if resume is not None:
             return _resume(run_dir, config, callbacks, quiet)
         session = build_session(config)
         run_dir = runs.new_run_dir(config.train.out, runs.run_name(config))
         return _execute(session, run_dir, None, callbacks, quiet)
+
+
+def _resumed_layers(run_dir: Path, config: Config, layers) -> Config:
+    """The run's config with the layers file given for the resume, which must be the file the
+    run trained with (same contents; it may have moved)."""
+    used = runs.read_result(run_dir).get("student_layers")
+    if used is None and config.model.layers is None:
+        if layers is not None:
+            raise ConfigError(
+                f"Run '{run_dir}' trained with cnnlab's own layers; resume it without --layers "
+                "(or start a new run with your layers).")
+        return config
+    recorded = (used or {}).get("file") or config.model.layers
+    if layers is None:
+        raise ConfigError(
+            f"Run '{run_dir}' trained with your layers from {recorded}; resume it with the same "
+            f"file: cnnlab train --resume {run_dir} --layers {recorded}")
+    path = Path(layers).expanduser().resolve()
+    if not path.is_file():
+        raise ConfigError(f"Layers file '{path}' does not exist; run '{run_dir}' trained with "
+                          f"{recorded}.")
+    digest = student_layers.file_digest(path)
+    if used and used.get("sha256") and digest != used["sha256"]:
+        raise ConfigError(
+            f"{path} is not the layers file run '{run_dir}' trained with: its contents differ "
+            f"from {recorded} as it was then (sha256 {used['sha256'][:12]}..., now "
+            f"{digest[:12]}...). Resume with that file, or start a new run with this one.")
+    return config.replace(**{"model.layers": str(path)})
 
 
 def _absolute_data_dir(config: Config, data_dir=None) -> Config:
@@ -202,6 +256,7 @@ def _static_result(session: Session, run_dir: Path) -> dict:
                                    if c.optim.lookahead_steps else None)},
         "versions": {"python": platform.python_version(), "numpy": np.__version__,
                      "torch": torch.__version__, "cnnlab": __version__},
+        **({"student_layers": session.student_layers} if session.student_layers else {}),
     }
 
 
