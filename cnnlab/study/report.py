@@ -417,9 +417,9 @@ def _search_section(data: StudyData) -> list:
     counts: dict = {}  # Optuna's trial states, in first-seen order
     for t in trials:
         counts[t["state"]] = counts.get(t["state"], 0) + 1
-    pruning = (f"Optuna's median pruner on per-epoch validation accuracy (after {settings['startup_trials']} "
-               f"completed trials, never in a trial's first {settings['warmup_epochs']} epochs)"
-               if settings["pruning"] else "no pruning")
+    warmup = f", never in a trial's first {settings['warmup_epochs']} epochs" if settings["warmup_epochs"] else ""
+    pruning = (f"Optuna's median pruner on per-epoch validation accuracy, once {settings['startup_trials']} "
+               f"trials have completed{warmup}" if settings["pruning"] else "no pruning")
     out: list = [Heading("Hyperparameter search"), Para(
         f"{settings['trials']} trials on Optuna (TPE sampler, seed {settings['sampler_seed']}; {pruning}), each a "
         f"run of the base config with the sampled settings on seed {settings['trial_seed']}. Objective: "

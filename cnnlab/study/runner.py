@@ -833,25 +833,29 @@ def _run_search(study: Study, folder: Path, jobs, dry_run: bool, backend, addres
         found = optuna_search.Search(study, folder, data_dir)
         if not (folder / STATE_FILE).is_file():  # a study folder from the start: `cnnlab report` works on it
             write_json(folder / STATE_FILE, _initial_state(study, [], None, extra))
-        retried = found.recover()
-        for number in retried:
-            notify({"event": "retry", "key": optuna_search.trial_slug(number), "total": spec.trials})
+        found.recover()  # trials a killed study left running: failed, and queued again
         queue = _SearchQueue(found, folder, total.threads, train_fn,
                              on_invalid=lambda asked: total.failed.append(optuna_search.trial_slug(asked.number)))
 
+        def trial_run(task: Task, **fields) -> dict:
+            return {"variant": f"trial {queue.asked[task.key].number}", "seed": task.config["train"]["seed"], **fields}
+
         def on_start(task: Task) -> None:
-            notify({"event": "start", "key": task.key, "run": {"status": "running"}, "total": spec.trials})
+            notify({"event": "start", "key": task.key, "run": trial_run(task, status="running"), "total": spec.trials})
 
         def on_done(task: Task, result: dict) -> None:
+            run = trial_run(task)
             asked = queue.asked.pop(task.key)
-            if result.get("path"):
-                result["path"] = _relative(result["path"], folder)
+            for name in ("path", "log"):
+                if result.get(name):
+                    result[name] = _relative(result[name], folder)
             interrupted = result.get("status") == INTERRUPTED
             trial_state = found.tell(asked, result, interrupted)
             (total.interrupted if interrupted else total.pruned if trial_state == PRUNED
              else total.completed if trial_state == "complete" else total.failed).append(task.key)
-            notify({"event": "done", "key": task.key, "run": {**result, "status": trial_state},
-                    "done": found.finished(), "total": spec.trials})
+            value = found.optuna_study.trials[asked.number].value if trial_state == "complete" else None
+            notify({"event": "done", "key": task.key, "done": found.finished(), "total": spec.trials,
+                    "run": {**run, **result, "status": "interrupted" if interrupted else trial_state, "val_acc": value}})
 
         try:
             _run_local(queue, jobs, on_start, on_done)
