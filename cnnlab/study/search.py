@@ -192,8 +192,8 @@ class Search:
         """Every range end and choice must give a valid config now, not after hours of trials."""
         for p in self.spec.parameters:
             for value in p.choices or (p.low, p.high):
-                self.trial_spec(-1, {p.key: value})
-        base = self.trial_spec(-1, {})
+                self.trial_spec(-1, {p.key: value}, label=f"search range {p.key}={value}")
+        base = self.trial_spec(-1, {}, label="base")
         if not base.config.get("data", {}).get("val_fraction"):
             raise CnnlabError(
                 f"Study '{self.study.name}' searches on validation accuracy, but data.val_fraction is 0, so "
@@ -201,8 +201,8 @@ class Search:
                 "for the best configuration's re-run."
             )
 
-    def trial_spec(self, number: int, params: dict) -> RunSpec:
-        variant = Variant(f"trial {number}", trial_slug(number), dict(params))
+    def trial_spec(self, number: int, params: dict, label: str | None = None) -> RunSpec:
+        variant = Variant(label or f"trial {number}", trial_slug(number), dict(params))
         return expand_variant(self.study, variant, (self.trial_seed,), self.data_dir)[0]
 
     # -- counting -------------------------------------------------------------------------------
