@@ -53,13 +53,14 @@ def test_cli_refuses_an_unknown_key_with_exit_2(tmp_path, capsys):
     assert "unknown key 'until'" in capsys.readouterr().err
 
 
-def test_seeds_stop_early_when_the_spread_is_tiny_and_go_to_max_when_large(tmp_path):
+def test_seeds_stop_early_when_the_spread_is_tiny_go_to_max_when_large_and_resume(tmp_path, capsys):
     path = write_study(tmp_path)
     outcome = run_study(path, jobs=2, out=tmp_path, train_fn=planted_train)
     assert outcome.ok and outcome.rounds == 2
     # lr=0.02 differs from the reference by a near-constant point per seed: 3 seeds pin it down;
     # lr=0.05's difference swings by points from seed to seed: it and its reference go to max
-    assert seeds_run(read_state(outcome.study_dir)) == {
+    state = read_state(outcome.study_dir)
+    assert seeds_run(state) == {
         "optim.lr=0.01": [0, 1, 2, 3], "optim.lr=0.02": [0, 1, 2], "optim.lr=0.05": [0, 1, 2, 3]}
     data = from_study_dir(outcome.study_dir)
     decisions = {d.variant: d for d in seed_decisions(data)}
@@ -70,23 +71,18 @@ def test_seeds_stop_early_when_the_spread_is_tiny_and_go_to_max_when_large(tmp_p
     # the variant with fewer seeds is still paired with its reference, on the seeds they share
     assert "paired, 3 seeds" in text and "paired, 4 seeds" in text
 
-
-def test_an_interrupted_round_is_continued_and_the_dry_run_lists_it(tmp_path, capsys):
-    path = write_study(tmp_path)
-    first = run_study(path, jobs=2, out=tmp_path, train_fn=planted_train)
-    state = read_state(first.study_dir)
     # as a killed study leaves it: the second round's runs were running and have no result yet
     for key in ("optim.lr=0.01/seed3", "optim.lr=0.05/seed3"):
         state["runs"][key].update(status="running")
-        (first.study_dir / state["runs"][key]["path"] / "result.json").unlink()
-    write_json(first.study_dir / "study.json", state)
+        (outcome.study_dir / state["runs"][key]["path"] / "result.json").unlink()
+    write_json(outcome.study_dir / "study.json", state)
 
     assert main(["study", str(path), "--out", str(tmp_path), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "adaptive seeds: 3..4 per variant" in out and "the count is adaptive" in out
     assert "[todo] runs/optim.lr=0.05/seed3" in out and "[done] runs/optim.lr=0.02/seed2" in out
 
-    second = run_study(path, jobs=2, out=tmp_path, train_fn=planted_train)
+    second = run_study(path, jobs=1, out=tmp_path, train_fn=planted_train)
     assert sorted(second.completed) == ["optim.lr=0.01/seed3", "optim.lr=0.05/seed3"]
     assert len(second.skipped) == 9 and second.rounds == 2
     assert seeds_run(read_state(second.study_dir)) == seeds_run(state)
