@@ -14,7 +14,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.study import effects, figures, stats
 from cnnlab.study.adaptive import reason as adaptive_reason
 from cnnlab.study.results import (StudyData, aggregate_rows, analysis, from_run_dirs, from_study_dir,
-                                  per_class_rows, seed_decisions, variant_findings)
+                                  per_class_rows, rerun_summary, seed_decisions, variant_findings)
 from cnnlab.study.spec import format_setting
 from cnnlab.study.store import status_counts
 from cnnlab.utils import atomic_write_bytes, atomic_write_text
@@ -447,20 +447,18 @@ def _search_section(data: StudyData) -> list:
     else:
         out.append(Para(f"Parameter importances are {info['importances_note']}."))
     out.append(Heading("Re-run of the best configuration", 3))
-    accs = [r.record.result.get("test_acc") for r in data.runs if r.status == "completed" and r.record is not None]
-    accs = [float(a) for a in accs if isinstance(a, (int, float)) and math.isfinite(a)]
-    planned = len(data.runs)
+    rerun = rerun_summary(data)
+    accs, planned = rerun["test_acc"], rerun["planned"]
     if not accs:
         out.append(Para(f"No completed re-run yet ({planned} planned over seeds "
                         f"{', '.join(map(str, data.seeds))})."))
         return out
-    ci = stats.one_sample(accs)
-    ci_text = (f"95% CI {ci.ci_low * 100:.2f} to {ci.ci_high * 100:.2f}%" if len(accs) >= 3 and ci.testable
+    ci_text = (f"95% CI {rerun['ci_low'] * 100:.2f} to {rerun['ci_high'] * 100:.2f}%" if math.isfinite(rerun["ci_low"])
                else f"no CI at n={len(accs)} (it needs at least 3 seeds)")
     out.append(Para(
         f"Test accuracy of the best configuration re-run over {len(accs)} fresh seed(s) "
-        f"({', '.join(str(r.seed) for r in data.runs if r.status == 'completed')}; the trials used seed "
-        f"{settings['trial_seed']}): **{stats.format_mean_std(accs)}%** (mean ± std), {ci_text}."
+        f"({', '.join(map(str, rerun['seeds']))}; the trials used seed {settings['trial_seed']}): "
+        f"**{stats.format_mean_std(accs)}%** (mean ± std), {ci_text}."
         + (f" {planned - len(accs)} of {planned} re-runs are not completed." if planned > len(accs) else "")))
     return out
 

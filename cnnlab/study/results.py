@@ -102,6 +102,29 @@ def _search_summary(study_dir: Path, settings: dict | None) -> dict | None:
     return search.summary(study_dir, settings)
 
 
+def rerun_summary(data: StudyData) -> dict:
+    """A search's re-run of its best configuration: seeds, test accuracies (fractions), mean,
+    sample std and the 95% CI of the mean (NaN below 3 runs, where it would span tens of points)."""
+    done = [r for r in data.runs if r.status == "completed" and r.record is not None
+            and isinstance(r.record.result.get("test_acc"), (int, float))]
+    accs = [float(r.record.result["test_acc"]) for r in done]
+    ci = stats.one_sample(accs) if len(accs) >= 3 else None
+    return {"seeds": [r.seed for r in done], "planned": len(data.runs), "test_acc": accs,
+            "mean": stats.mean(accs), "std": stats.sample_std(accs),
+            "ci_low": ci.ci_low if ci else math.nan, "ci_high": ci.ci_high if ci else math.nan}
+
+
+def search_results(study_dir: str | Path) -> dict:
+    """A search study folder as plain data: `settings`, `trials` (number, state, params, val_acc,
+    epochs, path, error, retry links), `best` (number, params, val_acc), `importances` (or None
+    with `importances_note` saying why) and `rerun` (see `rerun_summary`; test accuracy only
+    there). Accuracies are fractions."""
+    data = from_study_dir(study_dir)
+    if data.search is None:
+        raise CnnlabError(f"'{study_dir}' is not a search study: its study file has no 'search:' block.")
+    return {**data.search, "rerun": rerun_summary(data)}
+
+
 def seed_decisions(data: StudyData, result: effects.Analysis | None = None) -> list:
     """Adaptive seeds: why each comparison stopped adding seeds (`cnnlab.study.adaptive`), from
     the runs the study planned; [] for a study with a fixed number of seeds."""

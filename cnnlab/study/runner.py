@@ -316,7 +316,9 @@ def _initial_state(study: Study, specs: list[RunSpec], previous: dict | None, ex
         "format": STATE_FORMAT, "name": study.name, "description": study.description,
         "source": study.source, "profile": study.profile, "profile_description": study.profile_description,
         "profile_set": study.profile_set, "baseline": study.baseline,
-        "match_params": study.match_params, "base": study.base, "seeds": list(study.seeds),
+        "match_params": study.match_params, "base": study.base,
+        # adaptive: every seed planned so far (variants may have fewer), not only the first round's
+        "seeds": sorted({s.seed for s in specs}) if study.adaptive else list(study.seeds),
         "groups": list(study.groups), "min_effect": study.min_effect,
         "adaptive_seeds": study.adaptive.to_dict() if study.adaptive else None,
         "variants": [{"name": v.name, "slug": v.slug, "changes": v.changes} for v in study.variants],

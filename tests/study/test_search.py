@@ -10,7 +10,7 @@ import yaml
 from cnnlab.cli import main
 from cnnlab.errors import CnnlabError, ConfigError
 from cnnlab.runs import read_result
-from cnnlab.study import report, run_study
+from cnnlab.study import report, run_study, search_results
 from cnnlab.study.search import storage_url
 from cnnlab.study.spec import load_study, parse_study
 from cnnlab.study.search import Search
@@ -66,6 +66,11 @@ def test_search_runs_trials_prunes_reruns_the_best_on_the_test_set_and_resumes(t
     assert "| optim.lr |" in text.split("### Parameter importances")[1]
     assert "re-run over 3 fresh seed(s) (1, 2, 3; the trials used seed 0)" in text and "95% CI" in text
     assert "<h2>Hyperparameter search</h2>" in (folder / "report.html").read_text()
+    results = search_results(folder)  # the same from Python
+    assert len(results["trials"]) == 6 and results["best"]["number"] == best.number
+    assert set(results["importances"]) == {"optim.lr", "train.batch_size"}
+    rerun = results["rerun"]
+    assert rerun["seeds"] == [1, 2, 3] and rerun["ci_low"] < rerun["mean"] < rerun["ci_high"]
 
     # as a study killed mid-trial leaves it: a trial still running in the storage
     stale = found.ask({"optim.lr": optuna.distributions.FloatDistribution(1e-4, 1.0, log=True),
