@@ -83,6 +83,9 @@ def run(args) -> int:
         print("\n".join(_plan_lines(outcome)))
         return 0
     resumed = f" ({len(outcome.resumed)} continued from their last checkpoint)" if outcome.resumed else ""
+    if outcome.search is not None:
+        counts = ", ".join(f"{n} {state}" for state, n in outcome.search["counts"].items() if n) or "none"
+        print(f"search: {outcome.search['finished']} of {outcome.search['trials']} trials finished ({counts})")
     pruned = f", {len(outcome.pruned)} pruned" if outcome.search is not None else ""
     print(f"{len(outcome.completed)} completed{resumed}{pruned}, {len(outcome.skipped)} skipped (done before), "
           f"{len(outcome.failed)} failed; study folder: {outcome.study_dir}")
