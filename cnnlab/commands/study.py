@@ -23,14 +23,44 @@ def register(subparsers) -> None:
     study.set_defaults(func=run)
 
 
+def _search_lines(outcome) -> list[str]:
+    info = outcome.search
+    counts = ", ".join(f"{n} {state}" for state, n in info["counts"].items() if n) or "none yet"
+    pruning = (f"median pruner on per-epoch val_acc (after {info['startup_trials']} completed trials, "
+               f"{info['warmup_epochs']} warm-up epochs)" if info["pruning"] else "no pruning")
+    lines = [f"search study {outcome.study.name}: {info['trials']} Optuna trials (TPE, sampler seed "
+             f"{info['sampler_seed']}) in {outcome.study_dir}",
+             f"  objective: {info['objective']} ({info['direction']}), the run's best validation accuracy; "
+             "trials do not use the test set",
+             f"  pruning: {pruning}",
+             f"  storage: {outcome.study_dir / info['storage']} (trials so far: {counts})"]
+    lines += [f"  search {p}" for p in info["parameters"]]
+    lines.append(f"  trials run on seed {info['trial_seed']}, one run folder each: runs/trial-<n>/seed{info['trial_seed']}")
+    remaining = max(0, info["trials"] - info["finished"])
+    rerun = ", ".join(map(str, outcome.study.seeds))
+    lines.append(f"then the best configuration over {len(outcome.study.seeds)} fresh seed(s) ({rerun}), the only "
+                 "runs evaluated on the test set: runs/best/seed<k>")
+    lines.append(f"{remaining} trial(s) to run with {outcome.jobs} job(s) x {outcome.threads} thread(s)"
+                 + (f", then {len(outcome.runs) - len(outcome.skipped)} re-run(s)" if outcome.runs else ""))
+    return lines
+
+
 def _plan_lines(outcome) -> list[str]:
+    if outcome.search is not None:
+        return _search_lines(outcome)
     done = set(outcome.skipped)
+    adaptive = outcome.study.adaptive
+    seeds = (f"adaptive seeds: {adaptive.min}..{adaptive.max} per variant until each comparison's 95% CI "
+             f"half-width < {adaptive.until_ci:g} points; round {outcome.rounds} listed" if adaptive
+             else f"{len(outcome.study.seeds)} seeds")
     lines = [f"study {outcome.study.name}: {len(outcome.runs)} runs "
-             f"({len(outcome.study.variants)} variants x {len(outcome.study.seeds)} seeds) in {outcome.study_dir}"]
+             f"({len(outcome.study.variants)} variants x {seeds}) in {outcome.study_dir}"]
     for spec in outcome.runs:
         mark = "done" if spec.key in done else "todo"
         lines.append(f"  [{mark}] {spec.relpath:<48} {spec.variant}  seed {spec.seed}")
-    lines.append(f"{len(outcome.runs) - len(done)} to run with {outcome.jobs} job(s) x {outcome.threads} thread(s)")
+    lines.append(f"{len(outcome.runs) - len(done)} to run with {outcome.jobs} job(s) x {outcome.threads} thread(s)"
+                 + ("; the count is adaptive: more seeds follow for comparisons whose CI is still too wide"
+                    if adaptive else ""))
     return lines
 
 
@@ -53,7 +83,11 @@ def run(args) -> int:
         print("\n".join(_plan_lines(outcome)))
         return 0
     resumed = f" ({len(outcome.resumed)} continued from their last checkpoint)" if outcome.resumed else ""
-    print(f"{len(outcome.completed)} completed{resumed}, {len(outcome.skipped)} skipped (done before), "
+    if outcome.search is not None:
+        counts = ", ".join(f"{n} {state}" for state, n in outcome.search["counts"].items() if n) or "none"
+        print(f"search: {outcome.search['finished']} of {outcome.search['trials']} trials finished ({counts})")
+    pruned = f", {len(outcome.pruned)} pruned" if outcome.search is not None else ""
+    print(f"{len(outcome.completed)} completed{resumed}{pruned}, {len(outcome.skipped)} skipped (done before), "
           f"{len(outcome.failed)} failed; study folder: {outcome.study_dir}")
     if not args.no_report:
         print(f"report: {report(outcome.study_dir)}")

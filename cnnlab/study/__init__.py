@@ -6,17 +6,21 @@
 
 `factor_effects(study_dir)` gives each grid factor's effect within matched cells and averaged
 over them; `interactions(study_dir)` the two-factor checks (`effects` holds the pure analysis).
+`seeds: {min, max, until_ci}` adds seeds until each comparison's CI is narrow enough (`adaptive`);
+a `search:` block searches settings with Optuna (`search`; `search_results(study_dir)` gives the
+trials, best configuration, importances and the best configuration's re-run on the test set).
 `stats` (Welch's and paired t-tests, CIs, Holm, power) and `diagnostics` (overfitting, oscillation, plateau, underfitting,
 divergence) are plain functions usable on their own.
 """
 
 from cnnlab.study import diagnostics, effects, stats
 from cnnlab.study.report import compare, report
-from cnnlab.study.results import aggregate, factor_effects, interactions
+from cnnlab.study.results import aggregate, factor_effects, interactions, search_results
 from cnnlab.study.runner import StudyOutcome, run_study
 from cnnlab.study.spec import RunSpec, Study, expand, load_study, parse_study
 
 __all__ = [
     "RunSpec", "Study", "StudyOutcome", "aggregate", "compare", "diagnostics", "effects", "expand",
-    "factor_effects", "interactions", "load_study", "parse_study", "report", "run_study", "stats",
+    "factor_effects", "interactions", "load_study", "parse_study", "report", "run_study", "search_results",
+    "stats",
 ]

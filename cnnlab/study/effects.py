@@ -172,10 +172,11 @@ def _by_seed(samples: Samples) -> dict | None:
 
 
 def compare_samples(candidate: Samples, reference: Samples, confidence: float = 0.95) -> stats.Comparison:
-    """A paired t-test over seeds when both sides ran the same seeds (at least two), else Welch."""
+    """A paired t-test over seeds when one side's seeds are all among the other's (at least two
+    shared; adaptive seeds give a reference more seeds than some of its variants), else Welch."""
     a, b = _by_seed(candidate), _by_seed(reference)
-    if a is not None and b is not None and set(a) == set(b) and len(a) >= 2:
-        seeds = sorted(a, key=str)
+    if a is not None and b is not None and (set(a) <= set(b) or set(b) <= set(a)) and min(len(a), len(b)) >= 2:
+        seeds = sorted(set(a) & set(b), key=str)
         return stats.paired([a[s] for s in seeds], [b[s] for s in seeds], confidence)
     return stats.welch([v for _, v in candidate], [v for _, v in reference], confidence)
 

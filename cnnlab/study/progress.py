@@ -20,6 +20,8 @@ def describe_event(event: dict) -> str:
     parts = [f"[{event['done']}/{event['total']}] {run['status']:<9} {label}"]
     if run.get("test_acc") is not None:
         parts.append(f"test acc {float(run['test_acc']):.2%}")
+    if run.get("val_acc") is not None:  # a search trial: its objective (trials do not use the test set)
+        parts.append(f"best val acc {float(run['val_acc']):.2%}")
     if run.get("wall_s") is not None:
         parts.append(f"{float(run['wall_s']):.1f} s")
     if run.get("error"):

@@ -12,8 +12,9 @@ from typing import Sequence
 
 from cnnlab.errors import CnnlabError
 from cnnlab.study import effects, figures, stats
+from cnnlab.study.adaptive import reason as adaptive_reason
 from cnnlab.study.results import (StudyData, aggregate_rows, analysis, from_run_dirs, from_study_dir,
-                                  per_class_rows, variant_findings)
+                                  per_class_rows, rerun_summary, seed_decisions, variant_findings)
 from cnnlab.study.spec import format_setting
 from cnnlab.study.store import status_counts
 from cnnlab.utils import atomic_write_bytes, atomic_write_text
@@ -390,14 +391,101 @@ def _failures(data: StudyData) -> list:
     ]
 
 
+def _adaptive_seeds(data: StudyData, result: effects.Analysis) -> list:
+    decisions = seed_decisions(data, result)
+    if not data.adaptive:
+        return []
+    a = data.adaptive
+    out: list = [Heading("Adaptive seeds"), Para(
+        f"Seeds were adaptive: {a['min']} per variant, then one more at a time for both sides of every "
+        f"comparison whose 95% CI half-width on the difference was still at least {a['until_ci']:g} points, "
+        f"up to {a['max']} seeds.")]
+    if not decisions:
+        return out + [Para("No comparisons: every variant has its own reference, so none needed more seeds.")]
+    return out + [Table(("variant", "reference", "seeds", "95% CI half-width (points)", "stopped because"), tuple(
+        (d.variant, d.reference, str(d.planned), _num(d.half_width if math.isfinite(d.half_width) else None),
+         adaptive_reason(d, a["until_ci"], a["max"])) for d in decisions))]
+
+
+def _search_section(data: StudyData) -> list:
+    """The trials, the best configuration, parameter importances and the best configuration's re-run."""
+    info = data.search
+    if info is None:
+        return []
+    settings = info["settings"]
+    trials = info["trials"]
+    counts: dict = {}  # Optuna's trial states, in first-seen order
+    for t in trials:
+        counts[t["state"]] = counts.get(t["state"], 0) + 1
+    warmup = f", never in a trial's first {settings['warmup_epochs']} epochs" if settings["warmup_epochs"] else ""
+    pruning = (f"Optuna's median pruner on per-epoch validation accuracy, once {settings['startup_trials']} "
+               f"trials have completed{warmup}" if settings["pruning"] else "no pruning")
+    out: list = [Heading("Hyperparameter search"), Para(
+        f"{settings['trials']} trials on Optuna (TPE sampler, seed {settings['sampler_seed']}; {pruning}), each a "
+        f"run of the base config with the sampled settings on seed {settings['trial_seed']}. Objective: "
+        f"{settings['objective']} ({settings['direction']}), the run's best validation accuracy. **The trials do not "
+        "use the test set**; only the best configuration's re-run below is evaluated on it. Trials so far: "
+        + (", ".join(f"{n} {state}" for state, n in counts.items()) or "none") + f"; storage: {settings['storage']}.")]
+    keys = list(settings["parameters"])
+    if trials:
+        out.append(Table(("trial", *keys, "val acc (%)", "epochs", "state"), tuple((
+            str(t["number"]), *(_short(_fmt_param(t["params"].get(k))) for k in keys), _pct(t["val_acc"], "{:.2f}"),
+            str(t["epochs"]), _trial_state(t)) for t in trials)))
+    best = info["best"]
+    if best is None:
+        out.append(Para("No trial has completed yet, so there is no best configuration."))
+        return out
+    out += [Heading("Best configuration", 3), Bullets(tuple(
+        [f"trial {best['number']}: validation accuracy {best['val_acc'] * 100:.2f}%"]
+        + [f"{k} = {_fmt_param(v)}" for k, v in best["params"].items()]))]
+    out.append(Heading("Parameter importances", 3))
+    if info["importances"]:
+        out.append(Para("fANOVA importances (Optuna's `get_param_importances`) of the settings for the objective, "
+                        "over the completed trials; they sum to 1."))
+        out.append(Table(("parameter", "importance"), tuple(
+            (k, f"{v:.3f}") for k, v in info["importances"].items())))
+    else:
+        out.append(Para(f"Parameter importances are {info['importances_note']}."))
+    out.append(Heading("Re-run of the best configuration", 3))
+    rerun = rerun_summary(data)
+    accs, planned = rerun["test_acc"], rerun["planned"]
+    if not accs:
+        out.append(Para(f"No completed re-run yet ({planned} planned over seeds "
+                        f"{', '.join(map(str, data.seeds))})."))
+        return out
+    ci_text = (f"95% CI {rerun['ci_low'] * 100:.2f} to {rerun['ci_high'] * 100:.2f}%" if math.isfinite(rerun["ci_low"])
+               else f"no CI at n={len(accs)} (it needs at least 3 seeds)")
+    out.append(Para(
+        f"Test accuracy of the best configuration re-run over {len(accs)} fresh seed(s) "
+        f"({', '.join(map(str, rerun['seeds']))}; the trials used seed {settings['trial_seed']}): "
+        f"**{stats.format_mean_std(accs)}%** (mean ± std), {ci_text}."
+        + (f" {planned - len(accs)} of {planned} re-runs are not completed." if planned > len(accs) else "")))
+    return out
+
+
+def _fmt_param(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _trial_state(t: dict) -> str:
+    if t["state"] == "interrupted":
+        return f"failed (interrupted; retried as trial {t['retried_as']})"
+    if t["state"] == "failed" and t.get("error"):
+        return f"failed: {_short(t['error'], 80)}"
+    return t["state"] + (f" (retry of trial {t['retry_of']})" if t.get("retry_of") is not None else "")
+
+
 def build_document(data: StudyData, image_prefix: str) -> list:
-    result = analysis(data)
-    rows = aggregate_rows(data, result)
     title = f"Study report: {data.name}" + (f" (profile {data.profile})" if data.profile else "")
     doc: list = [Heading(title, 1)] + _quick_warning(data)
     if data.description:
         doc.append(Para(data.description))
-    doc += _setup(data) + _results(rows) + _comparisons(rows, data.baseline, result) + _factor_effects(result)
+    if not data.variants:  # a search that has not picked its best configuration yet
+        return doc + _search_section(data)
+    result = analysis(data)
+    rows = aggregate_rows(data, result)
+    doc += _setup(data) + _search_section(data) + _results(rows) + _comparisons(rows, data.baseline, result)
+    doc += _adaptive_seeds(data, result) + _factor_effects(result)
     doc += [
         Heading("Learning curves"),
         Image(f"{image_prefix}_curves.png", "learning curves", figures.png_bytes(figures.curves_figure(data))),

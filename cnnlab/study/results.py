@@ -51,6 +51,8 @@ class StudyData:
     source: str = ""
     groups: tuple[str, ...] = DEFAULT_GROUPS  # variants compare only within equal values of these
     min_effect: float | None = None  # accuracy points worth detecting (the study's report.min_effect)
+    adaptive: dict | None = None  # adaptive seeds: {min, max, until_ci, seeds}, from study.json
+    search: dict | None = None  # a search study: `cnnlab.study.search.summary` (trials, best, importances)
 
     def runs_of(self, variant: str) -> list[RunEntry]:
         return [r for r in self.runs if r.variant == variant]
@@ -65,8 +67,12 @@ class StudyData:
 
 def from_study_dir(study_dir: str | Path) -> StudyData:
     """Read `study.json` and every run folder it names."""
+    return from_state(read_state(study_dir), study_dir)
+
+
+def from_state(state: dict, study_dir: str | Path) -> StudyData:
+    """A study's state (study.json's content, perhaps not yet written) and the run folders it names."""
     study_dir = Path(study_dir)
-    state = read_state(study_dir)
     runs = []
     for entry in state["runs"].values():
         record = None
@@ -84,7 +90,52 @@ def from_study_dir(study_dir: str | Path) -> StudyData:
         profile_description=state.get("profile_description", ""), profile_set=state.get("profile_set", {}),
         seeds=state.get("seeds", []), match_params=state.get("match_params"), source=state.get("source", ""),
         groups=tuple(state.get("groups", groups)), min_effect=state.get("min_effect", min_effect),
+        adaptive=state.get("adaptive_seeds"), search=_search_summary(study_dir, state.get("search")),
     )
+
+
+def _search_summary(study_dir: Path, settings: dict | None) -> dict | None:
+    if not settings:
+        return None
+    from cnnlab.study import search
+
+    return search.summary(study_dir, settings)
+
+
+def rerun_summary(data: StudyData) -> dict:
+    """A search's re-run of its best configuration: seeds, test accuracies (fractions), mean,
+    sample std and the 95% CI of the mean (NaN below 3 runs, where it would span tens of points)."""
+    done = [r for r in data.runs if r.status == "completed" and r.record is not None
+            and isinstance(r.record.result.get("test_acc"), (int, float))]
+    accs = [float(r.record.result["test_acc"]) for r in done]
+    ci = stats.one_sample(accs) if len(accs) >= 3 else None
+    return {"seeds": [r.seed for r in done], "planned": len(data.runs), "test_acc": accs,
+            "mean": stats.mean(accs), "std": stats.sample_std(accs),
+            "ci_low": ci.ci_low if ci else math.nan, "ci_high": ci.ci_high if ci else math.nan}
+
+
+def search_results(study_dir: str | Path) -> dict:
+    """A search study folder as plain data: `settings`, `trials` (number, state, params, val_acc,
+    epochs, path, error, retry links), `best` (number, params, val_acc), `importances` (or None
+    with `importances_note` saying why) and `rerun` (see `rerun_summary`; test accuracy only
+    there). Accuracies are fractions."""
+    data = from_study_dir(study_dir)
+    if data.search is None:
+        raise CnnlabError(f"'{study_dir}' is not a search study: its study file has no 'search:' block.")
+    return {**data.search, "rerun": rerun_summary(data)}
+
+
+def seed_decisions(data: StudyData, result: effects.Analysis | None = None) -> list:
+    """Adaptive seeds: why each comparison stopped adding seeds (`cnnlab.study.adaptive`), from
+    the runs the study planned; [] for a study with a fixed number of seeds."""
+    from cnnlab.study import adaptive
+
+    if not data.adaptive:
+        return []
+    result = result if result is not None else analysis(data)
+    planned = {v["name"]: len(data.runs_of(v["name"])) for v in data.variants}
+    completed = {v["name"]: len(data.completed(v["name"])) for v in data.variants}
+    return adaptive.decide(result, planned, completed, data.adaptive["until_ci"], data.adaptive["max"])
 
 
 def report_options(source: str, profile: str | None) -> tuple[tuple[str, ...], float | None]:

@@ -38,19 +38,23 @@ MAX_ERROR_CHARS = 4000
 
 # status of a run in study.json; "completed" runs are skipped when the study is re-invoked
 DONE, FAILED, DIVERGED, INTERRUPTED, PENDING = "completed", "failed", "diverged", "interrupted", "pending"
+PRUNED = "pruned"  # a search trial stopped by Optuna's pruner
 
 TrainFn = Callable[[dict, str, str], "str | os.PathLike"]
 
 
-def train_with_cnnlab(config: dict, out: str, name: str, resume: str | None = None) -> Path:
+def train_with_cnnlab(config: dict, out: str, name: str, resume: str | None = None, *, callbacks=(),
+                      evaluate_test: bool = True) -> Path:
     """The default train function: `cnnlab.train` (training and figures) on the validated
-    config, or, with `resume`, continuing that interrupted run folder from its last checkpoint."""
+    config, or, with `resume`, continuing that interrupted run folder from its last checkpoint.
+    `callbacks` and `evaluate_test` are for search trials (pruning, and no test set)."""
     from cnnlab.api import train
     from cnnlab.config import load_config
 
     if resume is not None:
-        return Path(train(resume=resume, quiet=True).path)
-    return Path(train(load_config(config), out=out, name=name, quiet=True).path)
+        return Path(train(resume=resume, quiet=True, callbacks=callbacks, evaluate_test=evaluate_test).path)
+    return Path(train(load_config(config), out=out, name=name, quiet=True, callbacks=callbacks,
+                      evaluate_test=evaluate_test).path)
 
 
 class StudyInterrupted(TrainingInterrupted):
@@ -195,7 +199,7 @@ def _outcome_from_run(run_path: Path) -> dict:
         return {"status": FAILED, "error": f"the run finished without writing {result_file}"}
     result = read_json(result_file)
     status = str(result.get("status", FAILED))
-    outcome = {"status": status if status in (DONE, DIVERGED, INTERRUPTED) else FAILED,
+    outcome = {"status": status if status in (DONE, DIVERGED, INTERRUPTED, PRUNED) else FAILED,
                "test_acc": result.get("test_acc")}
     if result.get("error"):
         outcome["error"] = str(result["error"])[:MAX_ERROR_CHARS]
@@ -276,9 +280,12 @@ class StudyOutcome:
     failed: list[str] = field(default_factory=list)
     interrupted: list[str] = field(default_factory=list)
     resumed: list[str] = field(default_factory=list)  # continued from an interrupted run's last checkpoint
+    pruned: list[str] = field(default_factory=list)  # search trials stopped by the pruner
     dry_run: bool = False
     jobs: int = 1
     threads: int = 1
+    rounds: int = 1  # adaptive seeds: the rounds of seeds planned so far
+    search: dict | None = None  # a search study: settings and trial counts (see `_run_search`)
 
     @property
     def ok(self) -> bool:
@@ -295,7 +302,7 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def _initial_state(study: Study, specs: list[RunSpec], previous: dict | None) -> dict:
+def _initial_state(study: Study, specs: list[RunSpec], previous: dict | None, extra: dict | None = None) -> dict:
     old_runs = (previous or {}).get("runs", {})
     runs = {}
     for spec in specs:
@@ -309,10 +316,14 @@ def _initial_state(study: Study, specs: list[RunSpec], previous: dict | None) ->
         "format": STATE_FORMAT, "name": study.name, "description": study.description,
         "source": study.source, "profile": study.profile, "profile_description": study.profile_description,
         "profile_set": study.profile_set, "baseline": study.baseline,
-        "match_params": study.match_params, "base": study.base, "seeds": list(study.seeds),
+        "match_params": study.match_params, "base": study.base,
+        # adaptive: every seed planned so far (variants may have fewer), not only the first round's
+        "seeds": sorted({s.seed for s in specs}) if study.adaptive else list(study.seeds),
         "groups": list(study.groups), "min_effect": study.min_effect,
+        "adaptive_seeds": study.adaptive.to_dict() if study.adaptive else None,
         "variants": [{"name": v.name, "slug": v.slug, "changes": v.changes} for v in study.variants],
         "created": (previous or {}).get("created", _now()), "updated": _now(), "runs": runs,
+        **(extra or {}),
     }
 
 
@@ -405,15 +416,33 @@ class _Worker:
     task: Task | None = None
 
 
-def _run_local(tasks: list[Task], jobs: int, on_start, on_done) -> None:
+class TaskQueue:
+    """The tasks a backend hands to its workers, in order. A list of tasks, or made as the workers
+    ask for them (search trials: `_SearchQueue`); `threads` is every task's thread count."""
+
+    def __init__(self, tasks=(), threads: int = 1):
+        self._tasks = list(tasks)
+        self.threads = self._tasks[0].threads if self._tasks else threads
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def pop(self) -> Task:
+        return self._tasks.pop(0)
+
+    def put_back(self, task: Task) -> None:
+        self._tasks.insert(0, task)
+
+
+def _run_local(tasks, jobs: int, on_start, on_done) -> None:
     ctx = multiprocessing.get_context("spawn")
-    pending = list(tasks)
+    pending = tasks if isinstance(tasks, TaskQueue) else TaskQueue(tasks)
     workers: list[_Worker] = []
 
     def start_worker() -> _Worker:
         parent_end, child_end = ctx.Pipe(duplex=True)
         proc = ctx.Process(target=_worker_loop, args=(child_end, os.getpid()), name="cnnlab-study-worker")
-        with _thread_env(tasks[0].threads):
+        with _thread_env(pending.threads):
             proc.start()
         child_end.close()
         worker = _Worker(proc, parent_end)
@@ -421,12 +450,12 @@ def _run_local(tasks: list[Task], jobs: int, on_start, on_done) -> None:
         return worker
 
     def assign(worker: _Worker) -> None:
-        worker.task = pending.pop(0) if pending else None
+        worker.task = pending.pop() if pending else None
         try:
             worker.conn.send(worker.task)
         except (BrokenPipeError, OSError):  # died between runs: its task goes back to the queue
             if worker.task is not None:
-                pending.insert(0, worker.task)
+                pending.put_back(worker.task)
             worker.task = None
             return
         if worker.task is not None:
@@ -586,9 +615,13 @@ def run_study(
     if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
         raise CnnlabError(f"--jobs must be a positive integer, got {jobs!r}.")
     study = path if isinstance(path, Study) else load_study(path, profile=profile)
-    specs = expand(study, data_dir=data_dir)
     folder = Path(study_dir) if study_dir is not None else default_study_dir(study, out)
     notify = progress or (lambda event: None)
+    if study.search is not None:
+        return _run_search(study, folder, jobs, dry_run, backend, address, data_dir, train_fn, notify)
+    if study.adaptive is not None:
+        return _run_adaptive(study, folder, jobs, dry_run, backend, address, data_dir, train_fn, notify)
+    specs = expand(study, data_dir=data_dir)
     if dry_run:
         return _plan(study, specs, folder, jobs, notify, dry_run=True)[0]
     # one study per folder; SIGTERM/SIGHUP stop the workers and record their runs as interrupted
@@ -601,11 +634,14 @@ def run_study(
     return outcome
 
 
-def _plan(study: Study, specs: list[RunSpec], folder: Path, jobs, notify, dry_run: bool):
-    """The study's state (previous study.json merged in) and the runs still to do."""
+def _plan(study: Study, specs: list[RunSpec], folder: Path, jobs, notify, dry_run: bool,
+          previous: dict | None = None, extra: dict | None = None):
+    """The study's state (`previous`, by default study.json, merged in) and the runs still to do;
+    `extra` adds keys to the state (a search's settings)."""
     state_path = folder / STATE_FILE
-    previous = read_json(state_path) if state_path.is_file() else None
-    state = _initial_state(study, specs, previous)
+    if previous is None:
+        previous = read_json(state_path) if state_path.is_file() else None
+    state = _initial_state(study, specs, previous, extra)
     todo = [s for s in specs if not _is_done(state["runs"][s.key], folder)]
     jobs = jobs or max(1, min(usable_cores(), len(todo)))
     threads = _split_threads(jobs)
@@ -662,11 +698,215 @@ def _execute_plan(outcome: StudyOutcome, state: dict, todo: list[RunSpec], backe
         _run_local(tasks, outcome.jobs, on_start, on_done)
 
 
+# --- adaptive seeds ---------------------------------------------------------------------------------
+
+
+def _merge(total: StudyOutcome, part: StudyOutcome, done_here: set) -> None:
+    """Add one round's outcome to the study's; a run completed in an earlier round of this same
+    invocation is not 'skipped' (done before) when a later round sees it done."""
+    total.runs = part.runs
+    total.skipped = [k for k in part.skipped if k not in done_here]
+    for name in ("completed", "failed", "interrupted", "resumed", "pruned"):
+        getattr(total, name).extend(getattr(part, name))
+    total.jobs, total.threads = part.jobs, part.threads
+
+
+def _adaptive_specs(study: Study, counts: dict[str, int], data_dir) -> list[RunSpec]:
+    from cnnlab.study.spec import expand_variant
+
+    return [spec for v in study.variants for spec in expand_variant(study, v, study.adaptive.seeds[: counts[v.name]], data_dir)]
+
+
+def _seed_decisions(study: Study, state: dict, folder: Path, counts: dict[str, int]):
+    """The adaptive decisions from the completed runs of `state` (see `cnnlab.study.adaptive`)."""
+    from cnnlab.study import adaptive, results
+
+    data = results.from_state(state, folder)
+    completed = {v.name: len(data.completed(v.name)) for v in study.variants}
+    return adaptive.decide(results.analysis(data), counts, completed, study.adaptive.until_ci, study.adaptive.max)
+
+
+def _run_adaptive(study: Study, folder: Path, jobs, dry_run: bool, backend, address, data_dir, train_fn,
+                  notify) -> StudyOutcome:
+    """Rounds of seeds: `min` for every variant, then one more for both sides of every comparison
+    whose CI is still too wide, until none is. Each round's plan is recomputed from the completed
+    runs, so a re-invocation replays the finished rounds (all skipped) and continues the rest.
+    A dry run lists the first round that still has runs to do."""
+    from cnnlab.study import adaptive
+
+    counts = {v.name: study.adaptive.min for v in study.variants}
+    specs = _adaptive_specs(study, counts, data_dir)  # validates every variant's config first
+    state_path = folder / STATE_FILE
+    known = read_json(state_path) if state_path.is_file() else None
+    total = StudyOutcome(study, folder, specs, dry_run=dry_run)
+    done_here: set = set()
+    lock = contextlib.nullcontext() if dry_run else study_lock(folder)
+    with lock, _stop_on_signals():
+        while True:
+            outcome, state, todo = _plan(study, specs, folder, jobs, notify, dry_run, previous=known)
+            if todo and dry_run:
+                _merge(total, outcome, done_here)
+                break
+            if todo:
+                try:
+                    _execute_plan(outcome, state, todo, backend, address, train_fn, notify)
+                except KeyboardInterrupt as err:
+                    _merge(total, outcome, done_here)
+                    raise _interrupted(total, state, getattr(err, "signum", signal.SIGINT)) from None
+            _merge(total, outcome, done_here)
+            done_here.update(outcome.completed)
+            known = {**state, "runs": {**(known or {}).get("runs", {}), **state["runs"]}}
+            decisions = _seed_decisions(study, state, folder, counts)
+            following = adaptive.next_counts(decisions, counts)
+            if following == counts:
+                break
+            counts = following
+            specs = _adaptive_specs(study, counts, data_dir)
+            total.rounds += 1
+    total.runs = specs
+    return total
+
+
+# --- hyperparameter search ---------------------------------------------------------------------------
+
+
+class _SearchQueue(TaskQueue):
+    """Trials made as workers free up: each `pop` asks Optuna for the next trial's settings."""
+
+    def __init__(self, search, folder: Path, threads: int, train_fn: TrainFn, on_invalid):
+        super().__init__((), threads)
+        self.search, self.folder, self.train_fn, self.on_invalid = search, folder, train_fn, on_invalid
+        self.asked: dict[str, object] = {}  # task key -> search.Asked, while its run is out
+
+    def __len__(self) -> int:
+        return len(self._tasks) + max(0, self.search.spec.trials - self.search.finished() - len(self.asked))
+
+    def pop(self) -> Task | None:
+        import functools
+
+        from cnnlab.study.search import train_trial
+
+        if self._tasks:
+            return self._tasks.pop(0)
+        while len(self):
+            asked = self.search.ask()
+            if asked.spec is None:  # its settings failed validation: failed, on to the next
+                self.on_invalid(asked)
+                continue
+            spec = asked.spec
+            self.asked[spec.key] = asked
+            fn = functools.partial(train_trial, ref=asked.ref, train_fn=self.train_fn)
+            return Task(spec.key, spec.config, str((self.folder / "runs" / spec.slug).resolve()), spec.run_name,
+                        self.threads, fn)
+        return None
+
+
+def _run_search(study: Study, folder: Path, jobs, dry_run: bool, backend, address, data_dir, train_fn,
+                notify) -> StudyOutcome:
+    """The trials of a search study on Optuna, then the best configuration over `rerun_seeds` seeds.
+
+    Trials run as workers free up (at most `jobs` at once), each an ordinary run folder under
+    `runs/trial-<n>/`; Optuna's state lives in `search.db`, so a re-invocation keeps finished
+    trials, retries those that were running, and runs only the trials still missing.
+    """
+    from cnnlab.study import search as optuna_search
+
+    if backend != "local":
+        raise CnnlabError(
+            "A search study runs on the local backend: its trials report every epoch to the Optuna "
+            f"storage in the study folder ({optuna_search.STORAGE_FILE}, SQLite), which workers on other "
+            "machines cannot share. Run it without --backend ray (use --jobs for parallel trials)."
+        )
+    spec = study.search
+    extra = {"search": optuna_search.search_settings(study)}
+    jobs = jobs or max(1, min(usable_cores(), spec.trials))
+    total = StudyOutcome(study, folder, [], dry_run=dry_run, jobs=jobs, threads=_split_threads(jobs))
+    if dry_run:
+        found = optuna_search.Search(study, folder, data_dir, create=False)
+        total.search = {**extra["search"], "counts": found.counts(), "finished": found.finished(),
+                        "parameters": [p.describe() for p in spec.parameters]}
+        best = found.best_study() if found.finished() >= spec.trials else None
+        if best is not None:
+            total.runs = expand(best, data_dir=data_dir)
+            total.skipped = [s.key for s in total.runs if folder.joinpath(STATE_FILE).is_file()
+                             and _is_done(read_json(folder / STATE_FILE)["runs"].get(s.key, {}), folder)]
+        return total
+    with study_lock(folder), _stop_on_signals():
+        found = optuna_search.Search(study, folder, data_dir)
+        if not (folder / STATE_FILE).is_file():  # a study folder from the start: `cnnlab report` works on it
+            write_json(folder / STATE_FILE, _initial_state(study, [], None, extra))
+        found.recover()  # trials a killed study left running: failed, and queued again
+        queue = _SearchQueue(found, folder, total.threads, train_fn,
+                             on_invalid=lambda asked: total.failed.append(optuna_search.trial_slug(asked.number)))
+
+        def trial_run(task: Task, **fields) -> dict:
+            return {"variant": f"trial {queue.asked[task.key].number}", "seed": task.config["train"]["seed"], **fields}
+
+        def on_start(task: Task) -> None:
+            notify({"event": "start", "key": task.key, "run": trial_run(task, status="running"), "total": spec.trials})
+
+        def on_done(task: Task, result: dict) -> None:
+            run = trial_run(task)
+            asked = queue.asked.pop(task.key)
+            for name in ("path", "log"):
+                if result.get(name):
+                    result[name] = _relative(result[name], folder)
+            interrupted = result.get("status") == INTERRUPTED
+            trial_state = found.tell(asked, result, interrupted)
+            (total.interrupted if interrupted else total.pruned if trial_state == PRUNED
+             else total.completed if trial_state == "complete" else total.failed).append(task.key)
+            value = found.optuna_study.trials[asked.number].value if trial_state == "complete" else None
+            notify({"event": "done", "key": task.key, "done": found.finished(), "total": spec.trials,
+                    "run": {**run, **result, "status": "interrupted" if interrupted else trial_state, "val_acc": value}})
+
+        try:
+            _run_local(queue, jobs, on_start, on_done)
+        except KeyboardInterrupt as err:
+            raise _search_interrupted(total, found, getattr(err, "signum", signal.SIGINT)) from None
+        total.search = {**extra["search"], "counts": found.counts(), "finished": found.finished(),
+                        "parameters": [p.describe() for p in spec.parameters]}
+        best = found.best_study()
+        if best is None or found.finished() < spec.trials:
+            return total  # no completed trial (all failed or pruned): nothing to re-run
+        extra["search"]["best_trial"] = found.best_params()[0]
+        specs = expand(best, data_dir=data_dir)
+        outcome, state, todo = _plan(best, specs, folder, jobs, notify, dry_run=False, extra=extra)
+        try:
+            _execute_plan(outcome, state, todo, "local", address, train_fn, notify)
+        except KeyboardInterrupt as err:
+            raise _interrupted(outcome, state, getattr(err, "signum", signal.SIGINT)) from None
+    total.runs, total.skipped = outcome.runs, outcome.skipped
+    total.completed += outcome.completed
+    total.failed += outcome.failed
+    total.resumed += outcome.resumed
+    return total
+
+
 def _relative(path, folder: Path) -> str:
     try:
         return str(Path(path).resolve().relative_to(folder.resolve()))
     except ValueError:
         return str(path)
+
+
+def _search_interrupted(outcome: StudyOutcome, found, signum: int) -> StudyInterrupted:
+    counts = found.counts()
+    message = (
+        f"Search study '{outcome.study.name}' stopped by {_signal_name(signum)}: {len(outcome.interrupted)} trial(s) "
+        f"interrupted (they run again, with the same settings, when the study continues); "
+        f"{counts['complete']} complete, {counts['pruned']} pruned, {counts['failed']} failed of "
+        f"{found.spec.trials} trials; {outcome.study_dir / 'search.db'} records them. Run the same "
+        "`cnnlab study` command again to continue."
+    )
+    return StudyInterrupted(message, signum, outcome)
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        name = signal.Signals(signum).name
+    except ValueError:
+        name = f"signal {signum}"
+    return "Ctrl-C" if signum == signal.SIGINT else name
 
 
 def _interrupted(outcome: StudyOutcome, state: dict, signum: int) -> StudyInterrupted:

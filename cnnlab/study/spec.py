@@ -9,7 +9,10 @@ A study file is YAML with these keys:
     variants:                     # optional named overrides, combined with every grid point
       - {name: BN, set: {}}
       - {name: no BN, set: {model.bn: false}}
-    seeds: 3                      # a count (seeds base.train.seed, +1, ...) or an explicit list
+    seeds: 3                      # a count (seeds base.train.seed, +1, ...) or an explicit list,
+                                  # or adaptive: {min: 3, max: 10, until_ci: 0.5} runs min seeds,
+                                  # then adds one seed at a time to both sides of every comparison
+                                  # whose 95% CI half-width is still >= until_ci points, up to max
     baseline: BN                  # the variant the others are compared against (default: first);
                                   # a name as the report prints it, e.g. 'BN / optim.lr=0.1'
     match_params: mlp             # scale each variant's widths to this zoo model's parameter count
@@ -19,6 +22,20 @@ A study file is YAML with these keys:
                                   # the report says how many seeds would detect it (80% power)
     profiles:                     # named adjustments chosen with --profile
       quick: {set: {train.epochs: 1}, seeds: 2, grid: {optim.lr: [0.1]}, variants: [BN]}
+
+A search study has `search:` instead of `grid`/`variants`/`seeds` (see `SearchSpec`):
+
+    search:
+      parameters: {optim.lr: {low: 1e-4, high: 1e-1, log: true}, train.batch_size: {choices: [64, 128]}}
+      trials: 20                  # Optuna trials, each a run of base + the sampled values
+      objective: val_acc          # the run's best validation accuracy (the test set is not used)
+      direction: maximize
+      pruning: true               # Optuna's MedianPruner on per-epoch val_acc; or
+                                  # {startup_trials: 5, warmup_epochs: 0}
+      sampler_seed: 0             # TPE sampler seed
+      rerun_seeds: 3              # the best configuration re-run over this many fresh seeds:
+                                  # only these runs are evaluated on the test set
+    profiles: {quick: {set: {train.epochs: 1}, search: {trials: 4, rerun_seeds: 2}}}
 
 Precedence, lowest to highest: base, grid point, variant `set`, profile `set` (a profile bounds
 the cost of every run, so it wins), then `match_params`.
@@ -30,6 +47,7 @@ import copy
 import hashlib
 import itertools
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,12 +57,18 @@ from cnnlab.errors import CnnlabError, ConfigError
 from cnnlab.utils import did_you_mean
 
 STUDY_KEYS = ("name", "description", "base", "grid", "variants", "seeds", "baseline", "match_params", "profiles",
-              "groups", "report")
+              "groups", "report", "search")
 REPORT_KEYS = ("min_effect",)
 DEFAULT_GROUPS = ("data.dataset",)
 VARIANT_KEYS = ("name", "set", "description")
-PROFILE_KEYS = ("set", "seeds", "grid", "variants", "baseline", "description")
+PROFILE_KEYS = ("set", "seeds", "grid", "variants", "baseline", "description", "search")
 DEFAULT_SEEDS = 3
+ADAPTIVE_KEYS = ("min", "max", "until_ci")
+SEARCH_KEYS = ("parameters", "trials", "objective", "direction", "pruning", "sampler_seed", "rerun_seeds")
+PARAMETER_KEYS = ("low", "high", "log", "step", "choices")
+PRUNING_KEYS = ("startup_trials", "warmup_epochs")
+OBJECTIVES = {"val_acc": "maximize"}  # objective -> the direction that makes sense for it
+NOT_WITH_SEARCH = ("grid", "variants", "seeds", "baseline", "match_params")
 
 # Input shapes of the built-in datasets, so `match_params` need not load a dataset to plan a
 # study. Other datasets (folder:...) fall back to the zoo model's default input shape.
@@ -57,6 +81,72 @@ class Variant:
     name: str
     slug: str
     changes: dict  # dotted key -> value, what this variant sets on top of the base
+
+
+@dataclass(frozen=True)
+class AdaptiveSeeds:
+    """`seeds: {min, max, until_ci}`: run `min` seeds per variant, then add seeds (one round at a
+    time, to both sides of a comparison) until its 95% CI half-width is below `until_ci`
+    accuracy points, or `max` seeds ran. `seeds` are all the seeds that may run, in order."""
+
+    min: int
+    max: int
+    until_ci: float  # accuracy points
+    seeds: tuple[int, ...]
+
+    def to_dict(self) -> dict:
+        return {"min": self.min, "max": self.max, "until_ci": self.until_ci, "seeds": list(self.seeds)}
+
+
+@dataclass(frozen=True)
+class SearchParameter:
+    """One searched setting: a float or int range (`log` scale, `step`), or `choices`."""
+
+    key: str  # dotted config key
+    low: float | int | None = None
+    high: float | int | None = None
+    log: bool = False
+    step: float | int | None = None
+    choices: tuple = ()
+
+    @property
+    def is_int(self) -> bool:
+        return not self.choices and all(isinstance(v, int) for v in (self.low, self.high)) and (
+            self.step is None or isinstance(self.step, int))
+
+    def to_dict(self) -> dict:
+        if self.choices:
+            return {"choices": list(self.choices)}
+        out = {"low": self.low, "high": self.high, "log": self.log}
+        return {**out, "step": self.step} if self.step is not None else out
+
+    def describe(self) -> str:
+        if self.choices:
+            return f"{self.key} in {{{', '.join(_format_value(c) for c in self.choices)}}}"
+        scale = ", log scale" if self.log else (f", step {self.step:g}" if self.step is not None else "")
+        kind = "integer" if self.is_int else "float"
+        return f"{self.key} {kind} in [{self.low:g}, {self.high:g}]{scale}"
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """A study's `search:` block (see the module docstring)."""
+
+    parameters: tuple[SearchParameter, ...]
+    trials: int
+    objective: str = "val_acc"
+    direction: str = "maximize"
+    pruning: bool = True
+    startup_trials: int = 5  # MedianPruner: trials that complete before any is pruned
+    warmup_epochs: int = 0  # MedianPruner: epochs of each trial that are never pruned
+    sampler_seed: int = 0
+    rerun_seeds: int = 3
+
+    def to_dict(self) -> dict:
+        return {"parameters": {p.key: p.to_dict() for p in self.parameters}, "trials": self.trials,
+                "objective": self.objective, "direction": self.direction, "pruning": self.pruning,
+                "startup_trials": self.startup_trials, "warmup_epochs": self.warmup_epochs,
+                "sampler_seed": self.sampler_seed, "rerun_seeds": self.rerun_seeds}
 
 
 @dataclass(frozen=True)
@@ -74,6 +164,8 @@ class Study:
     profile_description: str = ""
     groups: tuple[str, ...] = DEFAULT_GROUPS
     min_effect: float | None = None  # accuracy points
+    adaptive: AdaptiveSeeds | None = None  # seeds: {min, max, until_ci}; `seeds` are then the min ones
+    search: SearchSpec | None = None  # a search study (no grid or variants)
 
     def variant(self, name: str) -> Variant:
         for v in self.variants:
@@ -239,6 +331,7 @@ def parse_study(data: Any, *, name: str = "study", source: str = "", profile: st
     seeds_value = data.get("seeds", DEFAULT_SEEDS)
     baseline = data.get("baseline")
     keep = None
+    prof: dict = {}
     profile_set: dict = {}
     profile_description = ""
     profiles = _as_mapping(f"{where} 'profiles'", data.get("profiles"))
@@ -269,18 +362,133 @@ def parse_study(data: Any, *, name: str = "study", source: str = "", profile: st
     first_seed = base.get("train", {}).get("seed", 0) if isinstance(base.get("train"), Mapping) else 0
     if not isinstance(first_seed, int) or isinstance(first_seed, bool):
         raise ConfigError(f"{where} 'base.train.seed' must be an integer, got {first_seed!r}.")
-    seeds = _seeds(f"{where} 'seeds'", seeds_value, first_seed)
-    variants = _variants(where, data.get("variants"), axes, keep)
-    baseline = resolve_baseline(baseline, variants) if baseline is not None else variants[0].name
-    study = Study(
+    common = dict(
         name=str(data.get("name") or name), description=str(data.get("description") or ""),
-        source=source, profile=profile, base=base, variants=variants, seeds=seeds,
-        baseline=baseline, match_params=data.get("match_params"), profile_set=profile_set,
-        profile_description=profile_description, groups=_groups(where, data.get("groups", DEFAULT_GROUPS)),
+        source=source, profile=profile, base=base, match_params=data.get("match_params"),
+        profile_set=profile_set, profile_description=profile_description,
+        groups=_groups(where, data.get("groups", DEFAULT_GROUPS)),
         min_effect=_min_effect(where, _as_mapping(f"{where} 'report'", data.get("report"))),
     )
+    if "search" in data:
+        for key in NOT_WITH_SEARCH:
+            if key in data or key in prof:
+                raise ConfigError(
+                    f"{where} has both 'search:' and '{key}:'. A search study searches one base config "
+                    "(its trials are the variants, and `search.rerun_seeds` sets the seeds of the best "
+                    f"configuration's re-run); remove '{key}:' or write a grid study without 'search:'.")
+        overrides = _as_mapping(f"{where} profile '{profile}' search", prof.get("search"))
+        search = parse_search(where, {**_as_mapping(f"{where} 'search'", data["search"]), **overrides}, profile_set)
+        rerun = tuple(range(first_seed + 1, first_seed + 1 + search.rerun_seeds))  # fresh: not the trials' seed
+        return Study(**common, variants=(), seeds=rerun, baseline="", search=search)
+    if "search" in prof:
+        raise ConfigError(f"{where} profile '{profile}' has 'search:', but the study has no 'search:' block.")
+    adaptive = None
+    if isinstance(seeds_value, Mapping):
+        adaptive = _adaptive_seeds(f"{where} 'seeds'", seeds_value, first_seed)
+        seeds = adaptive.seeds[: adaptive.min]
+    else:
+        seeds = _seeds(f"{where} 'seeds'", seeds_value, first_seed)
+    variants = _variants(where, data.get("variants"), axes, keep)
+    baseline = resolve_baseline(baseline, variants) if baseline is not None else variants[0].name
+    study = Study(**common, variants=variants, seeds=seeds, baseline=baseline, adaptive=adaptive)
     study.variant(baseline)  # raises with the list of variants when the baseline is unknown
     return study
+
+
+def _positive_int(where: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{where} must be an integer of at least {minimum}, got {value!r}.")
+    return value
+
+
+def _adaptive_seeds(where: str, block: Mapping, first: int) -> AdaptiveSeeds:
+    _check_keys(where, block, ADAPTIVE_KEYS)
+    for key in ADAPTIVE_KEYS:
+        if key not in block:
+            raise ConfigError(f"{where} (adaptive seeds) needs '{key}'; write e.g. "
+                              "seeds: {min: 3, max: 10, until_ci: 0.5}.")
+    low = _positive_int(f"{where} 'min'", block["min"], 2)  # a CI needs two seeds
+    high = _positive_int(f"{where} 'max'", block["max"], low)
+    target = block["until_ci"]
+    if isinstance(target, bool) or not isinstance(target, (int, float)) or not target > 0:
+        raise ConfigError(f"{where} 'until_ci' must be a positive number of accuracy points (the 95% CI "
+                          f"half-width to reach, e.g. 0.5), got {target!r}.")
+    return AdaptiveSeeds(low, high, float(target), tuple(range(first, first + high)))
+
+
+def _number(where: str, value: Any) -> float | int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{where} must be a number, got {value!r}.")
+    return value
+
+
+def _parameter(where: str, key: str, block: Any) -> SearchParameter:
+    if isinstance(block, list):  # shorthand: a list of choices
+        block = {"choices": block}
+    block = _as_mapping(where, block)
+    _check_keys(where, block, PARAMETER_KEYS)
+    if "choices" in block:
+        if set(block) - {"choices"}:
+            raise ConfigError(f"{where} has 'choices' and also {sorted(set(block) - {'choices'})}; "
+                              "give either choices or a range (low, high, log, step).")
+        choices = block["choices"]
+        if not isinstance(choices, list) or not choices or not all(
+                isinstance(c, (str, int, float, bool, type(None))) for c in choices):
+            raise ConfigError(f"{where} 'choices' must be a non-empty list of plain values, got {choices!r}.")
+        return SearchParameter(key, choices=tuple(choices))
+    if "low" not in block or "high" not in block:
+        raise ConfigError(f"{where} needs 'low' and 'high' (a range) or 'choices' (a list), got {dict(block)!r}.")
+    low, high = _number(f"{where} 'low'", block["low"]), _number(f"{where} 'high'", block["high"])
+    if not low < high:
+        raise ConfigError(f"{where} needs low < high, got low={low!r}, high={high!r}.")
+    log = block.get("log", False)
+    if not isinstance(log, bool):
+        raise ConfigError(f"{where} 'log' must be true or false, got {log!r}.")
+    if log and low <= 0:
+        raise ConfigError(f"{where} is on a log scale, so 'low' must be positive, got {low!r}.")
+    step = block.get("step")
+    if step is not None:
+        step = _number(f"{where} 'step'", step)
+        if log or step <= 0:
+            raise ConfigError(f"{where} 'step' must be positive and cannot go with a log scale, got {step!r}.")
+    return SearchParameter(key, low, high, log, step)
+
+
+def parse_search(where: str, block: Mapping, profile_set: Mapping | None = None) -> SearchSpec:
+    """The `search:` block (with a profile's `search:` keys merged over it) as a `SearchSpec`."""
+    where = f"{where} 'search'"
+    _check_keys(where, block, SEARCH_KEYS)
+    raw = _as_mapping(f"{where} 'parameters'", block.get("parameters"))
+    if not raw:
+        raise ConfigError(f"{where} needs 'parameters': the settings to search, e.g. "
+                          "{optim.lr: {low: 1e-4, high: 1e-1, log: true}}.")
+    for key in raw:
+        if key in (profile_set or {}):
+            raise ConfigError(f"{where} searches '{key}', but the profile sets it for every run; the "
+                              "profile would hide the search. Remove it from the profile's 'set'.")
+    parameters = tuple(_parameter(f"{where} parameter '{k}'", str(k), v) for k, v in raw.items())
+    trials = _positive_int(f"{where} 'trials'", block.get("trials", 20))
+    objective = str(block.get("objective", "val_acc"))
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"{where} 'objective' must be one of: {', '.join(OBJECTIVES)} (the run's best "
+                          f"validation accuracy), got {objective!r}.{did_you_mean(objective, OBJECTIVES)}")
+    direction = str(block.get("direction", OBJECTIVES[objective]))
+    if direction != OBJECTIVES[objective]:
+        raise ConfigError(f"{where} 'direction' for objective {objective} must be {OBJECTIVES[objective]} "
+                          f"(anything else would search for the worst configuration), got {direction!r}.")
+    pruning = block.get("pruning", True)
+    startup, warmup = 5, 0
+    if isinstance(pruning, Mapping):
+        _check_keys(f"{where} 'pruning'", pruning, PRUNING_KEYS)
+        startup = _positive_int(f"{where} 'pruning.startup_trials'", pruning.get("startup_trials", startup), 0)
+        warmup = _positive_int(f"{where} 'pruning.warmup_epochs'", pruning.get("warmup_epochs", warmup), 0)
+        pruning = True
+    if not isinstance(pruning, bool):
+        raise ConfigError(f"{where} 'pruning' must be true, false or {{startup_trials, warmup_epochs}}, "
+                          f"got {pruning!r}.")
+    sampler_seed = _positive_int(f"{where} 'sampler_seed'", block.get("sampler_seed", 0), 0)
+    rerun = _positive_int(f"{where} 'rerun_seeds'", block.get("rerun_seeds", 3))
+    return SearchSpec(parameters, trials, objective, direction, pruning, startup, warmup, sampler_seed, rerun)
 
 
 def _groups(where: str, value: Any) -> tuple[str, ...]:
@@ -396,25 +604,30 @@ def expand(study: Study, data_dir: str | None = None) -> list[RunSpec]:
     """Every (variant, seed) as a RunSpec whose config has passed `cnnlab.config` validation.
 
     All configs are checked before any run starts, so a typo in the last variant fails now,
-    not after an hour of training. `data_dir` sets `data.data_dir` for every run.
+    not after an hour of training. `data_dir` sets `data.data_dir` for every run. A search
+    study has no runs to plan before its search has picked a configuration.
     """
+    return [spec for variant in study.variants for spec in expand_variant(study, variant, study.seeds, data_dir)]
+
+
+def expand_variant(study: Study, variant: Variant, seeds, data_dir: str | None = None) -> list[RunSpec]:
+    """The RunSpecs of one variant over `seeds`, its config validated once."""
     from cnnlab.config import load_config
 
+    overrides = {**variant.changes, **study.profile_set}
+    if data_dir is not None:
+        overrides["data.data_dir"] = str(data_dir)
+    matched = None
+    try:
+        config = load_config(study.base, overrides).to_dict()
+        if study.match_params:
+            model, matched = _match(config["model"], config["data"], str(study.match_params))
+            config = load_config({**config, "model": model}).to_dict()
+    except CnnlabError as err:
+        raise type(err)(f"Study '{study.name}', variant '{variant.name}': {err}") from None
     specs = []
-    for variant in study.variants:
-        overrides = {**variant.changes, **study.profile_set}
-        if data_dir is not None:
-            overrides["data.data_dir"] = str(data_dir)
-        matched = None
-        try:
-            config = load_config(study.base, overrides).to_dict()
-            if study.match_params:
-                model, matched = _match(config["model"], config["data"], str(study.match_params))
-                config = load_config({**config, "model": model}).to_dict()
-        except CnnlabError as err:
-            raise type(err)(f"Study '{study.name}', variant '{variant.name}': {err}") from None
-        for seed in study.seeds:
-            seeded = copy.deepcopy(config)
-            seeded.setdefault("train", {})["seed"] = seed
-            specs.append(RunSpec(variant.name, variant.slug, seed, seeded, matched))
+    for seed in seeds:
+        seeded = copy.deepcopy(config)
+        seeded.setdefault("train", {})["seed"] = seed
+        specs.append(RunSpec(variant.name, variant.slug, seed, seeded, matched))
     return specs

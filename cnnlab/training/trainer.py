@@ -111,7 +111,7 @@ def _student_layers(config: Config):
 
 
 def train(config=None, out=None, name=None, resume=None, *, callbacks=(), quiet: bool = False,
-          data_dir=None, layers=None) -> Run:
+          data_dir=None, layers=None, evaluate_test: bool = True) -> Run:
     """Train a model and return its `Run`.
 
     config: a Config, a dict in the YAML form, a YAML path, or None for the defaults.
@@ -124,6 +124,8 @@ def train(config=None, out=None, name=None, resume=None, *, callbacks=(), quiet:
         run can be resumed or reloaded from any working directory.
     layers: a Python file with the student's own layers (`model.layers`, scratch engine); a
         resumed run that trained with such a file needs the same file (same contents) again.
+    evaluate_test: False leaves the test set untouched (no test_acc; result.json says
+        `test_evaluated: false`), for runs that choose hyperparameters, such as search trials.
     """
     if resume is not None:
         if config is not None or out is not None or name is not None:
@@ -146,10 +148,10 @@ def train(config=None, out=None, name=None, resume=None, *, callbacks=(), quiet:
             config = config.replace(**{"model.layers": absolute})
     with compute_threads(config.train.threads):
         if resume is not None:
-            return _resume(run_dir, config, callbacks, quiet)
+            return _resume(run_dir, config, callbacks, quiet, evaluate_test)
         session = build_session(config)
         run_dir = runs.new_run_dir(config.train.out, runs.run_name(config))
-        return _execute(session, run_dir, None, callbacks, quiet)
+        return _execute(session, run_dir, None, callbacks, quiet, evaluate_test)
 
 
 def _resumed_layers(run_dir: Path, config: Config, layers) -> Config:
@@ -189,7 +191,7 @@ def _absolute_data_dir(config: Config, data_dir=None) -> Config:
     return config if absolute == config.data.data_dir else config.replace(**{"data.data_dir": absolute})
 
 
-def _resume(run_dir: Path, config: Config, callbacks, quiet) -> Run:
+def _resume(run_dir: Path, config: Config, callbacks, quiet, evaluate_test: bool = True) -> Run:
     previous = Run.load(run_dir)
     if previous.status in ("completed", "diverged"):
         raise ConfigError(
@@ -201,7 +203,7 @@ def _resume(run_dir: Path, config: Config, callbacks, quiet) -> Run:
         raise ConfigError(f"Run '{run_dir}' has no last.pt/last.npz to resume from.")
     checkpoint = load_checkpoint(last)
     session = build_session(config)
-    return _execute(session, run_dir, checkpoint, callbacks, quiet)
+    return _execute(session, run_dir, checkpoint, callbacks, quiet, evaluate_test)
 
 
 def _standard_callbacks(session: Session, run_dir: Path, log: RunLog, quiet: bool) -> list:
@@ -275,7 +277,7 @@ def _restore(session: Session, checkpoint: dict, callbacks: list, run_dir: Path)
     return epoch, history
 
 
-def _execute(session: Session, run_dir: Path, checkpoint, extra_callbacks, quiet) -> Run:
+def _execute(session: Session, run_dir: Path, checkpoint, extra_callbacks, quiet, evaluate_test: bool = True) -> Run:
     config = session.config
     log = RunLog(run_dir / runs.LOG_FILE)
     config.save(run_dir / runs.CONFIG_FILE)  # first: it is what makes the folder a run
@@ -300,7 +302,7 @@ def _execute(session: Session, run_dir: Path, checkpoint, extra_callbacks, quiet
             state = fit(session.engine, session.train_loader, session.val_loader,
                         config.train.epochs, session.scheduler, callbacks,
                         initial_epoch=initial_epoch, history=history, tta=config.eval.tta)
-            result.update(_final_metrics(session, run_dir, state, timer))
+            result.update(_final_metrics(session, run_dir, state, timer, evaluate_test))
     except KeyboardInterrupt:
         done = _epochs_done(run_dir)
         result.update(status="interrupted", epochs_run=done, **timer.summary())
@@ -331,12 +333,13 @@ def _epochs_done(run_dir: Path) -> int:
     return rows[-1]["epoch"] if rows else 0
 
 
-def _final_metrics(session: Session, run_dir: Path, state, timer) -> dict:
-    """Test loss/accuracy from the best checkpoint (evaluated once), plus the run's summary."""
+def _final_metrics(session: Session, run_dir: Path, state, timer, evaluate_test: bool = True) -> dict:
+    """Test loss/accuracy from the best checkpoint (evaluated once, unless `evaluate_test` is
+    False), plus the run's summary."""
     best_path = checkpoint_path(run_dir, "best")
     test_loss = test_acc = None
     best, per_class = {}, None
-    if best_path is not None:
+    if best_path is not None and evaluate_test:
         payload = load_checkpoint(best_path)
         session.engine.load_state_dict(payload)
         best = payload.get("best") or {}
@@ -344,6 +347,8 @@ def _final_metrics(session: Session, run_dir: Path, state, timer) -> dict:
         test_loss, test_acc = evaluate(session.engine, session.test_loader, session.config.eval.tta,
                                        class_counts=counts)
         per_class = counts.accuracy()
+    elif best_path is not None:
+        best = load_checkpoint(best_path).get("best") or {}
     best_epoch = best.get("epoch")
     best_row = next((r for r in state.history if r["epoch"] == best_epoch), {})
     return {
@@ -356,6 +361,7 @@ def _final_metrics(session: Session, run_dir: Path, state, timer) -> dict:
         "best_value": best.get("value"),
         "best_val_acc": _finite_or_none(best_row.get("val_acc")),
         "epochs_run": state.history[-1]["epoch"] if state.history else 0,
+        "test_evaluated": bool(evaluate_test and best_path is not None),
         **timer.summary(),
     }
 

@@ -72,3 +72,51 @@ def dying_train(config: dict, out: str, name: str) -> Path:
     if float(config["optim"]["lr"]) == DIE_LR:
         os._exit(3)
     return fake_train(config, out, name)
+
+
+def planted_train(config: dict, out: str, name: str) -> Path:
+    """fake_train with a planted per-seed test accuracy: `optim.lr` 0.02 differs from 0.01 by a
+    constant 1 point on every seed (tiny paired spread), 0.05 by a noisy one (large spread)."""
+    run_dir = fake_train(config, out, name)
+    lr, seed = float(config["optim"]["lr"]), int(config["train"]["seed"])
+    base = 0.9 + 0.02 * math.sin(seed)  # a per-seed offset shared by all variants
+    offset = {0.01: 0.0, 0.02: 0.01 + 0.0001 * math.cos(seed), 0.05: 0.06 * math.sin(3.7 * seed)}[lr]
+    result = runs.read_result(run_dir)
+    write_json(run_dir / "result.json", {**result, "test_acc": base + offset})
+    return run_dir
+
+
+def search_train(config: dict, out: str, name: str, callbacks=(), evaluate_test: bool = True) -> Path:
+    """A stand-in for a search trial (and the re-runs): per-epoch validation accuracy that is
+    best near lr = 1e-2, passed to the callbacks as the fit loop would (so Optuna's pruner sees
+    every epoch), and no test accuracy without `evaluate_test`."""
+    from cnnlab.training.loop import FitState
+
+    lr, seed = float(config["optim"]["lr"]), int(config["train"]["seed"])
+    epochs = int(config["train"]["epochs"])
+    run_dir = _next_version(Path(out) / name)
+    run_dir.mkdir(parents=True)
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+    ceiling = max(0.1, 0.95 - 0.2 * abs(math.log10(lr) + 2))
+    state = FitState(engine=None, scheduler=None, epochs=epochs)
+    for cb in callbacks:
+        cb.state = state
+        cb.on_train_begin({})
+    rows, best = [HEADER], None
+    for e in range(1, epochs + 1):
+        acc = ceiling * (1 - 0.5 * math.exp(-e)) + 0.001 * seed
+        rows.append(f"{e},{1 - acc:.4f},{acc:.4f},{1 - acc:.4f},{acc:.4f},{lr},0.01")
+        best = acc if best is None else max(best, acc)
+        for cb in callbacks:
+            cb.on_epoch_end(e, {"val_acc": acc, "epoch": e})
+        if state.stop_training:
+            break
+    atomic_write_text(run_dir / "metrics.csv", "\n".join(rows) + "\n")
+    status = state.status if state.stop_training else "completed"
+    write_json(run_dir / "result.json", {
+        "status": status, "test_acc": (ceiling - 0.01 + 0.002 * seed) if evaluate_test else None,
+        "test_evaluated": evaluate_test, "best_val_acc": best, "best_epoch": len(rows) - 1,
+        "epochs_run": len(rows) - 1, "model": config["model"]["name"], "dataset": config["data"]["dataset"],
+        "engine": config["train"]["engine"], "device": "cpu", "params": 1234, "s_per_epoch": 0.01,
+    })
+    return run_dir

@@ -113,11 +113,18 @@ def test_holm_family_covers_every_distinct_test_once():
 
 def test_unpaired_seeds_fall_back_to_welch():
     data = synthetic_study(datasets=("mnist",))
+    # seeds 0-3 of the variant are all among the reference's 0-4: paired on those four
     data.runs = [r for r in data.runs if not (r.variant == "model.bn=false, model.conv_blocks=3" and r.seed == 4)]
+    [c] = [c for c in analysis(data).comparisons if c.variant == "model.bn=false, model.conv_blocks=3"]
+    assert c.comparison.test == "paired" and (c.comparison.n_candidate, c.comparison.n_baseline) == (4, 4)
+    # seeds 0-3 against 1-4 share only some: Welch on all runs
+    data = synthetic_study(datasets=("mnist",))
+    data.runs = [r for r in data.runs if not (r.variant == "model.bn=false, model.conv_blocks=3" and r.seed == 4)
+                 and not (r.variant == "model.bn=true, model.conv_blocks=3" and r.seed == 0)]
     result = analysis(data)
     [c] = [c for c in result.comparisons if c.variant == "model.bn=false, model.conv_blocks=3"]
     assert c.comparison.test == "welch" and c.comparison.effect_size_kind == "d"
-    assert (c.comparison.n_candidate, c.comparison.n_baseline) == (4, 5)
+    assert (c.comparison.n_candidate, c.comparison.n_baseline) == (4, 4)
     [paired] = [c for c in result.comparisons if c.variant == "model.bn=true, model.conv_blocks=2"]
     assert paired.comparison.test == "paired"
 
