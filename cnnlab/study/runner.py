@@ -574,10 +574,23 @@ def _run_ray(tasks: list[Task], jobs: int, address: str | None, on_start, on_don
     fn_module = sys.modules.get(getattr(tasks[0].train_fn, "__module__", "cnnlab"))
     if fn_module is not None and not fn_module.__name__.startswith("cnnlab") and fn_module.__name__ != "__main__":
         modules.append(fn_module)
+    main_thread = threading.current_thread() is threading.main_thread()
+    handlers = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS} if main_thread else {}
     try:
         ray.init(**ray_init_options(address, jobs, threads, modules))
     except (ConnectionError, ValueError, RuntimeError) as err:
+        _restore_handlers(handlers)
         raise CnnlabError(f"Cannot connect to Ray at address {address!r}: {err}") from None
+    # ray.init makes SIGTERM exit the driver at once, and a signal that arrives inside a Ray
+    # call comes out of it as a plain KeyboardInterrupt: note which one came, stop as local does
+    received: list[int] = []
+
+    def stop(signum, frame):
+        received.append(signum)
+        raise _Stopped(signum)
+
+    for sig in handlers:
+        signal.signal(sig, stop)
     env = {var: str(threads) for var in THREAD_ENV}
     env.update({var: os.environ[var] for var in FORWARDED_ENV if var in os.environ})
     remote = ray.remote(num_cpus=threads, max_retries=0)(execute).options(runtime_env={"env_vars": env})
@@ -592,10 +605,33 @@ def _run_ray(tasks: list[Task], jobs: int, address: str | None, on_start, on_don
             ready, _ = ray.wait(list(running), num_returns=1)
             task = running.pop(ready[0])
             on_done(task, _ray_outcome(ray, ready[0], task))
+    except KeyboardInterrupt as err:
+        if received and not isinstance(err, _Stopped):
+            raise _Stopped(received[-1]) from None
+        raise
     finally:
         with _signals_deferred():
             _stop_ray_tasks(ray, running, on_done)
             ray.shutdown()
+        _restore_handlers(handlers)
+
+
+def _restore_handlers(handlers: dict) -> None:
+    for sig, handler in handlers.items():
+        if handler is not None:
+            signal.signal(sig, handler)
+
+
+def _still_running(seed_dir: Path) -> bool:
+    """The newest run folder under `seed_dir` still says "running" (a stopped trainer first
+    saves its checkpoint, then writes "interrupted")."""
+    latest = latest_run_dir(seed_dir)
+    if latest is None:
+        return False
+    try:
+        return runs.read_result(latest).get("status") == "running"
+    except (OSError, ValueError):
+        return False
 
 
 def _ray_outcome(ray, ref, task: Task) -> dict:
@@ -619,8 +655,13 @@ def _stop_ray_tasks(ray, running: dict, on_done) -> None:
     for ref in running:
         with contextlib.suppress(Exception):
             ray.cancel(ref, force=False)
-    with contextlib.suppress(Exception):
-        ray.wait(list(running), num_returns=len(running), timeout=STOP_GRACE_S)
+    # a cancelled ref is ready at once, while its task may still be saving: wait for the runs'
+    # folders to say how they ended instead
+    deadline = time.monotonic() + STOP_GRACE_S
+    saving = list(running.values())
+    while saving and time.monotonic() < deadline:
+        time.sleep(0.2)
+        saving = [task for task in saving if _still_running(Path(task.out) / task.name)]
     for ref in running:
         with contextlib.suppress(Exception):
             ray.cancel(ref, force=True)

@@ -3,7 +3,7 @@
 One head (2 CPUs, its own temp folder) serves every test in this module and is stopped with
 `ray stop --force` at the end. Ray binds its node to the routable IP unless told that the
 cluster is single-machine (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0), so the head and this driver
-both get that setting and nothing listens beyond the loopback interface.
+both get that setting (and token auth off) and nothing listens beyond the loopback interface.
 """
 
 from __future__ import annotations
@@ -11,9 +11,11 @@ from __future__ import annotations
 import csv
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -22,14 +24,17 @@ import yaml
 from cnnlab import cli
 from cnnlab.errors import CnnlabError
 from cnnlab.study import run_study
-from cnnlab.study.runner import ray_init_options
+from cnnlab.study.runner import StudyInterrupted, ray_init_options
 from cnnlab.study.store import read_state
+from cnnlab.utils import read_json
 
-from fakes import CRASH_LR, fake_train
+from fakes import CRASH_LR, STOPPABLE_LR, fake_train, stoppable_train
 
 ray = pytest.importorskip("ray")  # in the `test` extra, so CI always has it
 pytestmark = pytest.mark.slow
-LOOPBACK_ONLY = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+# a single-machine cluster on the loopback interface; no token auth (which would read and
+# write ~/.ray/auth_token, outside the test's folders)
+HEAD_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
 
 
 def free_port() -> int:
@@ -49,8 +54,8 @@ def ray_head(tmp_path_factory):
     import ray._private.ray_constants as ray_constants
 
     temp = tmp_path_factory.mktemp("ray")  # Ray's sockets and logs, not /tmp/ray
-    env = {**os.environ, **LOOPBACK_ONLY, "RAY_TMPDIR": str(temp)}
-    saved = {var: os.environ.get(var) for var in (*LOOPBACK_ONLY, "RAY_TMPDIR")}
+    env = {**os.environ, **HEAD_ENV, "RAY_TMPDIR": str(temp)}
+    saved = {var: os.environ.get(var) for var in (*HEAD_ENV, "RAY_TMPDIR")}
     os.environ.update({k: env[k] for k in saved})
     saved_flag, ray_constants.ENABLE_RAY_CLUSTER = ray_constants.ENABLE_RAY_CLUSTER, False
     port = free_port()
@@ -69,10 +74,10 @@ def ray_head(tmp_path_factory):
                 os.environ[var] = value
 
 
-def write_study(folder: Path, lrs, seeds: int, epochs: int = 2) -> Path:
+def write_study(folder: Path, lrs, seeds: int, epochs: int = 1) -> Path:
     path = folder / "s.yaml"
     path.write_text(yaml.safe_dump({
-        "base": {"data": {"dataset": "digits", "train_limit": 400}, "model": {"name": "mlp"},
+        "base": {"data": {"dataset": "digits", "train_limit": 200}, "model": {"name": "mlp"},
                  "train": {"epochs": epochs, "batch_size": 64}},
         "grid": {"optim.lr": lrs}, "seeds": seeds,
     }))
@@ -105,17 +110,34 @@ def test_a_study_on_a_ray_cluster_equals_the_local_backend(ray_head, tmp_path):
         e["path"] for e in read_state(on_local.study_dir)["runs"].values())
 
 
-def test_a_failing_ray_task_is_recorded_with_its_log(ray_head, tmp_path):
-    study = write_study(tmp_path, [0.01, CRASH_LR], seeds=1)
-    outcome = run_study(study, jobs=2, backend="ray", address=ray_head, out=tmp_path, train_fn=fake_train)
-    assert outcome.completed == ["optim.lr=0.01/seed0"] and outcome.failed == ["optim.lr=9/seed0"]
-    crashed = read_state(outcome.study_dir)["runs"]["optim.lr=9/seed0"]
-    assert "simulated crash at lr=9.0" in crashed["error"]
-    log = (outcome.study_dir / crashed["log"]).read_text()
+def test_failed_and_stopped_ray_tasks_are_recorded_as_with_the_local_backend(ray_head, tmp_path):
+    """A crashing run is failed with its log; SIGTERM to the study stops the running task
+    (KeyboardInterrupt in it), which is recorded interrupted with its resumable folder."""
+    study = write_study(tmp_path, [0.01, CRASH_LR, STOPPABLE_LR], seeds=1)
+    stop = threading.Timer(0, lambda: None)
+
+    def progress(event):
+        nonlocal stop
+        if event["event"] == "start" and event["key"] == "optim.lr=3/seed0":
+            stop = threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGTERM))
+            stop.start()
+
+    with pytest.raises(StudyInterrupted, match="stopped by SIGTERM: 1 run"):
+        run_study(study, jobs=2, backend="ray", address=ray_head, out=tmp_path, train_fn=stoppable_train,
+                  progress=progress)
+    stop.cancel()
+    state = read_state(tmp_path / "s")
+    runs = state["runs"]
+    assert runs["optim.lr=0.01/seed0"]["status"] == "completed"
+    crashed = runs["optim.lr=9/seed0"]
+    assert crashed["status"] == "failed" and "simulated crash at lr=9.0" in crashed["error"]
+    assert "RuntimeError: simulated crash" in (tmp_path / "s" / crashed["log"]).read_text()
     # one thread per run (2 jobs on 2 CPUs), in the environment Ray gave the worker too
-    assert "RuntimeError: simulated crash" in log
-    ok_log = (outcome.study_dir / read_state(outcome.study_dir)["runs"]["optim.lr=0.01/seed0"]["log"]).read_text()
+    ok_log = (tmp_path / "s" / runs["optim.lr=0.01/seed0"]["log"]).read_text()
     assert "threads=1 OMP_NUM_THREADS=1" in ok_log
+    stopped = runs["optim.lr=3/seed0"]
+    assert stopped["status"] == "interrupted" and stopped["path"] == "runs/optim.lr=3/seed0/v1"
+    assert read_json(tmp_path / "s" / stopped["path"] / "result.json")["status"] == "interrupted"
 
 
 def test_an_unreachable_address_is_a_quick_clear_error(tmp_path, capsys):
