@@ -655,8 +655,8 @@ def _stop_ray_tasks(ray, running: dict, on_done) -> None:
     for ref in running:
         with contextlib.suppress(Exception):
             ray.cancel(ref, force=False)
-    # a cancelled ref is ready at once, while its task may still be saving: wait for the runs'
-    # folders to say how they ended instead
+    # a ref's state does not say whether its run saved its checkpoint (and a task blocked in
+    # native code never sees the cancel): wait for the runs' folders to say how they ended
     deadline = time.monotonic() + STOP_GRACE_S
     saving = list(running.values())
     while saving and time.monotonic() < deadline:
