@@ -1,13 +1,14 @@
 """`--backend ray` against a real Ray head started on 127.0.0.1 (issue 13, item 8).
 
-One head (2 CPUs, its own temp folder) serves every test in this module and is stopped with
-`ray stop --force` at the end. Ray binds its node to the routable IP unless told that the
+One head (2 CPUs, its own temp folder) serves every test in this module and is stopped at the
+end (as `ray stop --force` would, but only its own processes: see `stop_head`). Ray binds its node to the routable IP unless told that the
 cluster is single-machine (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0), so the head and this driver
 both get that setting (and token auth off) and nothing listens beyond the loopback interface.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import shutil
@@ -16,6 +17,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -48,6 +50,44 @@ def ray_cli(*args: str, env: dict, timeout: float = 90) -> subprocess.CompletedP
     return subprocess.run([exe, *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def _processes() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, command line) of the live processes, from /proc."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2:].split()
+            if fields[0] != "Z":
+                found[int(entry.name)] = (int(fields[1]), cmdline)
+    return found
+
+
+def stop_head(temp: Path, timeout: float = 30) -> None:
+    """`ray stop --force`, but only for this head: SIGKILL every process whose command line
+    names its temp folder (GCS, raylet, agents) and all their descendants (the workers), so
+    another Ray on the same machine is left alone and nothing of this one is left over."""
+    procs = _processes()
+    doomed = {pid for pid, (_, cmd) in procs.items() if str(temp) in cmd and pid != os.getpid()}
+    assert doomed, f"no process of the Ray head under {temp} was found"
+    while True:
+        more = {pid for pid, (ppid, _) in procs.items() if ppid in doomed} - doomed
+        if not more:
+            break
+        doomed |= more
+    for pid in doomed:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while doomed and time.monotonic() < deadline:
+        time.sleep(0.1)
+        doomed &= set(_processes())
+    assert not doomed, f"Ray processes left after stopping the head: {sorted(doomed)}"
+
+
 @pytest.fixture(scope="module")
 def ray_head(tmp_path_factory):
     """The address of a Ray head on 127.0.0.1 with 2 CPUs; stopped (all its processes) after."""
@@ -65,7 +105,7 @@ def ray_head(tmp_path_factory):
         assert started.returncode == 0, started.stdout + started.stderr
         yield f"127.0.0.1:{port}"
     finally:
-        ray_cli("stop", "--force", env=env, timeout=60)
+        stop_head(temp)
         ray_constants.ENABLE_RAY_CLUSTER = saved_flag
         for var, value in saved.items():
             if value is None:
