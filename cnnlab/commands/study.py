@@ -17,7 +17,8 @@ def register(subparsers) -> None:
     study.add_argument("--dry-run", action="store_true", help="list the runs and exit")
     study.add_argument("--profile", default=None, help="a profile of the study file, e.g. quick")
     study.add_argument("--backend", choices=("local", "ray"), default="local")
-    study.add_argument("--address", default=None, help="Ray cluster address (with --backend ray)")
+    study.add_argument("--address", default=None, help="Ray cluster HOST:PORT (with --backend ray; without it a private Ray "
+                       "instance starts on this machine); the study folder must be on storage every node shares")
     study.add_argument("--data-dir", default=None, help="dataset folder for every run (default: $CNNLAB_DATA)")
     study.add_argument("--no-report", action="store_true", help="do not write report.html at the end")
     study.set_defaults(func=run)

@@ -537,7 +537,11 @@ def _stop_workers(workers: list[_Worker], on_done) -> None:
         worker.conn.close()
 
 
-def _run_ray(tasks: list[Task], jobs: int, address: str | None, on_start, on_done) -> None:
+RAY_CONNECT_TIMEOUT_S = 10  # how long an --address gets to answer before the study gives up
+FORWARDED_ENV = ("CNNLAB_DATA", "CNNLAB_CACHE", "CNNLAB_MIRROR")  # the driver's data settings
+
+
+def _import_ray():
     try:
         import ray
     except ImportError:
@@ -546,22 +550,79 @@ def _run_ray(tasks: list[Task], jobs: int, address: str | None, on_start, on_don
             "Install the optional extra with `pip install 'cnnlab[ray]'` (or `pip install ray`), "
             "or run with `--backend local`."
         ) from None
+    return ray
+
+
+def _check_reachable(address: str, timeout: float = RAY_CONNECT_TIMEOUT_S) -> None:
+    """Refuse an --address that nothing answers on, quickly: Ray itself retries for minutes."""
+    import socket
+
+    if address in ("auto", "local"):
+        return
+    target = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise CnnlabError(f"Ray address {address!r} is not HOST:PORT (e.g. head-node:6379, the port "
+                          "`ray start --head` printed), 'auto' or ray://HOST:PORT.")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise CnnlabError(
+            f"Cannot reach a Ray cluster at {address!r} ({err}). Start its head node with "
+            f"`ray start --head --port={port}`, check the host name and firewall, or leave out "
+            "--address to run on a Ray instance started on this machine.") from None
+
+
+def ray_init_options(address: str | None, jobs: int, threads: int, modules: list) -> dict:
+    """`ray.init` arguments: connect to `address`, or start a private instance on 127.0.0.1
+    with room for exactly `jobs` runs of `threads` CPUs each."""
+    options = {"runtime_env": {"py_modules": modules}, "include_dashboard": False,
+               "log_to_driver": False, "configure_logging": False}
+    if address is None:
+        options.update(num_cpus=jobs * threads, _node_ip_address="127.0.0.1")
+    else:
+        options["address"] = address
+    return options
+
+
+def _run_ray(tasks: list[Task], jobs: int, address: str | None, on_start, on_done) -> None:
+    """Each run is a Ray task asking for `threads` CPUs, at most `jobs` at a time. The workers
+    write the run folders under the study folder themselves, so on a cluster that folder must
+    be on a filesystem every node mounts at the same path."""
     import sys
 
-    threads = tasks[0].threads if tasks else 1
+    if not tasks:
+        return
+    ray = _import_ray()
+    if address is not None:
+        _check_reachable(address)
+    threads = tasks[0].threads
     # py_modules ships this cnnlab (and a train function's own module) to the workers, so a
     # cluster need not have them installed
     modules = [sys.modules["cnnlab"]]
-    fn_module = sys.modules.get(getattr(tasks[0].train_fn, "__module__", "cnnlab") if tasks else "cnnlab")
+    fn_module = sys.modules.get(getattr(tasks[0].train_fn, "__module__", "cnnlab"))
     if fn_module is not None and not fn_module.__name__.startswith("cnnlab") and fn_module.__name__ != "__main__":
         modules.append(fn_module)
+    main_thread = threading.current_thread() is threading.main_thread()
+    handlers = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS} if main_thread else {}
     try:
-        ray.init(address=address, runtime_env={"py_modules": modules},
-                 include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+        ray.init(**ray_init_options(address, jobs, threads, modules))
     except (ConnectionError, ValueError, RuntimeError) as err:
+        _restore_handlers(handlers)
         raise CnnlabError(f"Cannot connect to Ray at address {address!r}: {err}") from None
-    remote = ray.remote(num_cpus=threads, max_retries=0)(execute).options(
-        runtime_env={"env_vars": {var: str(threads) for var in THREAD_ENV}})
+    # ray.init makes SIGTERM exit the driver at once, and a signal that arrives inside a Ray
+    # call comes out of it as a plain KeyboardInterrupt: note which one came, stop as local does
+    received: list[int] = []
+
+    def stop(signum, frame):
+        received.append(signum)
+        raise _Stopped(signum)
+
+    for sig in handlers:
+        signal.signal(sig, stop)
+    env = {var: str(threads) for var in THREAD_ENV}
+    env.update({var: os.environ[var] for var in FORWARDED_ENV if var in os.environ})
+    remote = ray.remote(num_cpus=threads, max_retries=0)(execute).options(runtime_env={"env_vars": env})
     pending = list(tasks)
     running: dict = {}
     try:
@@ -572,17 +633,69 @@ def _run_ray(tasks: list[Task], jobs: int, address: str | None, on_start, on_don
                 on_start(task)
             ready, _ = ray.wait(list(running), num_returns=1)
             task = running.pop(ready[0])
-            try:
-                outcome = ray.get(ready[0])
-            except ray.exceptions.RayError as err:
-                text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))  # Ray colours its messages
-                outcome = {"status": FAILED, "error": f"Ray task failed: {text}"[:MAX_ERROR_CHARS]}
-            on_done(task, outcome)
+            on_done(task, _ray_outcome(ray, ready[0], task))
+    except KeyboardInterrupt as err:
+        if received and not isinstance(err, _Stopped):
+            raise _Stopped(received[-1]) from None
+        raise
     finally:
-        for ref, task in running.items():
+        with _signals_deferred():
+            _stop_ray_tasks(ray, running, on_done)
+            ray.shutdown()
+        _restore_handlers(handlers)
+
+
+def _restore_handlers(handlers: dict) -> None:
+    for sig, handler in handlers.items():
+        if handler is not None:
+            signal.signal(sig, handler)
+
+
+def _still_running(seed_dir: Path) -> bool:
+    """The newest run folder under `seed_dir` still says "running" (a stopped trainer first
+    saves its checkpoint, then writes "interrupted")."""
+    latest = latest_run_dir(seed_dir)
+    if latest is None:
+        return False
+    try:
+        return runs.read_result(latest).get("status") == "running"
+    except (OSError, ValueError):
+        return False
+
+
+def _ray_outcome(ray, ref, task: Task) -> dict:
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayError as err:
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))  # Ray colours its messages
+        outcome = {"status": FAILED, "error": f"Ray task failed: {text}"[:MAX_ERROR_CHARS]}
+        log = Path(task.out) / task.name / WORKER_LOG
+        if log.is_file():
+            outcome["log"] = str(log)
+        return outcome
+
+
+def _stop_ray_tasks(ray, running: dict, on_done) -> None:
+    """As `_stop_workers` for Ray: the running tasks get KeyboardInterrupt (the trainer saves
+    its last checkpoint), time to finish, then are killed; their runs are recorded from what
+    their folders say (interrupted and resumable, or completed if one finished meanwhile)."""
+    if not running:
+        return
+    for ref in running:
+        with contextlib.suppress(Exception):
+            ray.cancel(ref, force=False)
+    # a ref's state does not say whether its run saved its checkpoint (and a task blocked in
+    # native code never sees the cancel): wait for the runs' folders to say how they ended
+    deadline = time.monotonic() + STOP_GRACE_S
+    saving = list(running.values())
+    while saving and time.monotonic() < deadline:
+        time.sleep(0.2)
+        saving = [task for task in saving if _still_running(Path(task.out) / task.name)]
+    for ref in running:
+        with contextlib.suppress(Exception):
             ray.cancel(ref, force=True)
-            on_done(task, {"status": INTERRUPTED, "error": "the study was interrupted"})
-        ray.shutdown()
+    for task in running.values():
+        on_done(task, _stopped_outcome(Path(task.out) / task.name))
 
 
 # --- the entry point --------------------------------------------------------------------------------
@@ -691,7 +804,7 @@ def _execute_plan(outcome: StudyOutcome, state: dict, todo: list[RunSpec], backe
         if resume is not None:
             outcome.resumed.append(s.key)
         tasks.append(Task(s.key, s.config, str(seed_dir), s.run_name, outcome.threads, train_fn,
-                          capture_output=backend == "local", resume=str(resume) if resume else None))
+                          resume=str(resume) if resume else None))
     if backend == "ray":
         _run_ray(tasks, outcome.jobs, address, on_start, on_done)
     else:

@@ -120,3 +120,30 @@ def search_train(config: dict, out: str, name: str, callbacks=(), evaluate_test:
         "engine": config["train"]["engine"], "device": "cpu", "params": 1234, "s_per_epoch": 0.01,
     })
     return run_dir
+
+
+STOPPABLE_LR = 3.0  # optim.lr at which `stoppable_train` trains until it is stopped
+
+
+def stoppable_train(config: dict, out: str, name: str) -> Path:
+    """`fake_train`, except that at STOPPABLE_LR it behaves like a long run that is stopped:
+    it writes last.pt and a "running" result, waits, and on KeyboardInterrupt (Ctrl-C, SIGTERM,
+    a Ray cancel) records itself interrupted and raises TrainingInterrupted, as the trainer does."""
+    import time
+
+    from cnnlab.errors import TrainingInterrupted
+
+    if float(config["optim"]["lr"]) != STOPPABLE_LR:
+        return fake_train(config, out, name)
+    run_dir = _next_version(Path(out) / name)
+    run_dir.mkdir(parents=True)
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+    atomic_write_text(run_dir / "last.pt", "checkpoint")
+    write_json(run_dir / "result.json", {"status": "running"})
+    try:
+        for _ in range(1200):  # short sleeps: Ray's cancel interrupts Python code, not one long sleep
+            time.sleep(0.1)
+    except KeyboardInterrupt:
+        write_json(run_dir / "result.json", {"status": "interrupted"})
+        raise TrainingInterrupted(f"stopped; resume with {run_dir}") from None
+    raise RuntimeError("stoppable_train was never stopped")

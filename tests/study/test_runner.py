@@ -1,5 +1,4 @@
 import os
-from pathlib import Path
 
 import pytest
 import yaml
@@ -88,17 +87,3 @@ def test_bad_arguments_are_clear_errors(tmp_path):
         run_study(path, jobs=0, train_fn=fake_train)
     with pytest.raises(CnnlabError, match="not a study folder"):
         report(tmp_path)
-
-
-def test_ray_backend(tmp_path):
-    path = write_study(tmp_path, [0.01, CRASH_LR], seeds=1)
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        with pytest.raises(CnnlabError, match=r"pip install 'cnnlab\[ray\]'"):
-            run_study(path, backend="ray", out=tmp_path, train_fn=fake_train)
-        return
-    # a local Ray instance, started and stopped by run_study
-    outcome = run_study(path, backend="ray", jobs=2, out=tmp_path, train_fn=fake_train)
-    assert outcome.completed == ["optim.lr=0.01/seed0"] and outcome.failed == ["optim.lr=9/seed0"]
-    assert Path(outcome.study_dir / read_state(outcome.study_dir)["runs"]["optim.lr=0.01/seed0"]["path"]).is_dir()
