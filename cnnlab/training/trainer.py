@@ -9,6 +9,7 @@ training's job: `cnnlab.train` (`cnnlab.api`) adds them.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import platform
 import traceback
@@ -20,10 +21,10 @@ import numpy as np
 from cnnlab import engines, runs
 from cnnlab.config import Config, load_config
 from cnnlab.engines.optim import build_scheduler
-from cnnlab.errors import ConfigError, TrainingInterrupted
+from cnnlab.errors import CnnlabError, ConfigError, OutputError, TrainingInterrupted
 from cnnlab.runs import RunLog, checkpoint_path
 from cnnlab.training import callbacks as cb
-from cnnlab.training.checkpoint import load_checkpoint
+from cnnlab.training.checkpoint import checkpoint_fits, load_checkpoint
 from cnnlab.training.loggers import finish_loggers, make_loggers
 from cnnlab.training.checks import check_batches
 from cnnlab.training.loop import ClassCounts, evaluate, fit
@@ -147,6 +148,9 @@ def _resume(run_dir: Path, config: Config, callbacks, quiet) -> Run:
         raise ConfigError(f"Run '{run_dir}' has no last.pt/last.npz to resume from.")
     checkpoint = load_checkpoint(last)
     session = build_session(config)
+    # before anything is written: an edited config.yaml must not overwrite model.json
+    with checkpoint_fits(last, run_dir / runs.CONFIG_FILE):
+        session.engine.load_state_dict(checkpoint)
     return _execute(session, run_dir, checkpoint, callbacks, quiet)
 
 
@@ -252,6 +256,16 @@ def _execute(session: Session, run_dir: Path, checkpoint, extra_callbacks, quiet
                    f"'{run_dir}'. Resume with: cnnlab train --resume {run_dir}")
         log.write(message)
         raise TrainingInterrupted(message) from None
+    except OutputError as err:  # disk full, read-only, ...: the saved state is whole, so resumable
+        done = _epochs_done(run_dir)
+        result.update(status="interrupted", error=str(err), epochs_run=done, **timer.summary())
+        message = (f"{err} Training stopped after epoch {done} of {config.train.epochs}; the "
+                   f"files in '{run_dir}' are complete. Resume with: cnnlab train --resume {run_dir}")
+        for record in (lambda: finish_loggers(trackers, result), lambda: runs.write_result(run_dir, result),
+                       lambda: log.write(message)):
+            with contextlib.suppress(CnnlabError, OSError):  # the same disk may refuse these too
+                record()
+        raise OutputError(message, target=err.target, reason=err.reason) from err
     except Exception as err:
         result.update(status="failed", error=f"{type(err).__name__}: {err}",
                       epochs_run=_epochs_done(run_dir), **timer.summary())
