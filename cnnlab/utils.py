@@ -116,7 +116,8 @@ _OUTPUT_ERRNOS = {
     errno.EPERM: ("the operation is not permitted", "give yourself write permission there or choose "
                   "another folder"),
     errno.ENOTDIR: ("a part of the path is a file, not a folder", "choose a path whose folders are folders"),
-    errno.EEXIST: ("a file is in the way where a folder is needed", "move that file or choose another path"),
+    # mkdir -p meets a file where a folder of the path should be
+    errno.EEXIST: ("a part of the path is a file, not a folder", "choose a path whose folders are folders"),
     errno.EISDIR: ("a folder is in the way where the file goes", "move that folder or choose another path"),
     errno.ENAMETOOLONG: ("the name is too long for the file system", "choose a shorter path"),
 }
@@ -133,6 +134,8 @@ def output_error(err: OSError, target: str | os.PathLike):
         return None
     reason, advice = known
     detail = f" ({err.strerror})" if err.strerror and err.strerror.lower() != reason else ""
+    if err.filename and target_of(err.filename) != Path(target):  # e.g. the file in the way
+        detail = f" ({err.strerror or 'error'}: '{err.filename}')"
     return OutputError(f"Cannot write '{target}': {reason}{detail}. Nothing was left half-written; "
                        f"{advice}, then run the command again.", target=Path(target), reason=reason)
 
