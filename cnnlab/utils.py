@@ -206,17 +206,20 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-# Test-only fault-injection hook: with CNNLAB_TEST_WRITE_PAUSE_S set, every atomic write waits
-# that long between finishing its temporary file and renaming it into place, so a test can
-# kill -9 a process in the middle of a checkpoint or figure write (tests/test_fault_injection.py).
-# Unset (always, outside tests) it costs one dictionary lookup per write.
-WRITE_PAUSE_ENV = "CNNLAB_TEST_WRITE_PAUSE_S"
+# Test-only fault-injection hook. With CNNLAB_TEST_WRITE_PAUSE="<file name>:<seconds>" (e.g.
+# "last.pt:0.3"), every atomic write of a file of that name waits that long between finishing
+# its temporary file and renaming it into place, so a test can kill -9 a process in the middle
+# of a checkpoint or figure write (tests/test_fault_injection.py). Unset, as always outside
+# tests, it costs one dictionary lookup per write.
+WRITE_PAUSE_ENV = "CNNLAB_TEST_WRITE_PAUSE"
 
 
 def _pause_for_tests(path: Path) -> None:
     pause = os.environ.get(WRITE_PAUSE_ENV)
     if pause:
-        time.sleep(float(pause))
+        name, _, seconds = pause.rpartition(":")
+        if name == path.name:
+            time.sleep(float(seconds))
 
 
 def _umask() -> int:

@@ -99,7 +99,7 @@ def train(config=None, out=None, name=None, resume=None, *, callbacks=(), quiet:
     config: a Config, a dict in the YAML form, a YAML path, or None for the defaults.
     out, name: override `train.out` / `train.name`; the run goes to `<out>/<name>/v<N>/`.
     resume: a run folder to continue from its last.pt (config, out and name are then taken
-        from the run). callbacks: extra `Callback`s, run after the standard ones.
+        from the run); one stopped before its first checkpoint starts again in its folder. callbacks: extra `Callback`s, run after the standard ones.
     quiet: no progress output (log.txt is still written).
     data_dir: where the dataset files are (`data.data_dir`); the one override a resume takes,
         for data that moved. A relative data directory is stored absolute in config.yaml, so the
@@ -144,10 +144,10 @@ def _resume(run_dir: Path, config: Config, callbacks, quiet) -> Run:
             "to resume. Start a new run instead (cnnlab train <run>/config.yaml)."
         )
     last = checkpoint_path(run_dir, "last")
-    if last is None:
-        raise ConfigError(f"Run '{run_dir}' has no last.pt/last.npz to resume from.")
-    checkpoint = load_checkpoint(last)
     session = build_session(config)
+    if last is None:  # stopped (e.g. killed) before its first checkpoint: start again, in place
+        return _execute(session, run_dir, None, callbacks, quiet)
+    checkpoint = load_checkpoint(last)
     # before anything is written: an edited config.yaml must not overwrite model.json
     with checkpoint_fits(last, run_dir / runs.CONFIG_FILE):
         session.engine.load_state_dict(checkpoint)
