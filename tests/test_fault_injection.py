@@ -32,11 +32,11 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 SEED = 20261202
 MOMENTS = 20
-EPOCHS = 3
+EPOCHS = 2
 PAUSE_S = 0.25  # long enough to be seen by a 5 ms poll on a busy machine, short enough to be cheap
 SPEC = [{"conv": {"out": 6, "k": 3, "pad": 1}, "name": "conv1"}, {"bn": {}, "name": "bn1"}, "relu",
         {"maxpool": 2}, "flatten", {"linear": "classes", "name": "fc"}]
-BASE = {"data": {"dataset": "digits", "train_limit": 160, "test_limit": 100, "val_fraction": 0.25},
+BASE = {"data": {"dataset": "digits", "train_limit": 120, "test_limit": 60, "val_fraction": 0.25},
         "model": {"spec": SPEC}, "optim": {"lr": 0.05},
         "train": {"epochs": EPOCHS, "batch_size": 32, "threads": 1}}
 TIMING = ("epoch_s",)  # metrics.csv columns that measure time, the only ones allowed to differ
@@ -140,7 +140,7 @@ def schedule(rng: random.Random) -> list[tuple]:
     after the first checkpoint (a fraction of the rest of an uninterrupted run's time)."""
     writes = [("last.pt", rng.randint(1, EPOCHS + 1)), ("last.pt", rng.randint(1, EPOCHS + 1)),
               ("best.pt", 1), ("metrics.csv", rng.randint(1, EPOCHS)), ("result.json", rng.randint(1, 2)),
-              ("log.txt", rng.randint(2, EPOCHS + 2)), ("model.json", 1), ("curves.png", 1)]
+              ("log.txt", rng.randint(2, EPOCHS + 1)), ("model.json", 1), ("curves.png", 1)]
     times = [("time", round(rng.uniform(0.0, 0.8), 3)) for _ in range(MOMENTS - len(writes))]
     return [("write", name, k) for name, k in writes] + times
 
@@ -153,18 +153,18 @@ def temps_of(run_dir: Path, name: str) -> set[str]:
 
 
 def kill_at(context, moment: tuple, out: Path, after_first_checkpoint_s: float) -> Path:
-    """Start a training run in `out`, kill -9 it at `moment`; return its folder. A time moment
-    that a run outlives (it finished first, on a machine faster than the reference's) is tried
-    again, in a fresh folder, at a third of the delay: every moment is a real kill."""
+    """Start a training run in `out`, kill -9 it at `moment`; return its folder. A moment the
+    kill misses is tried again in a fresh folder: a time moment that the run outlived (a machine
+    faster than the reference's) at a third of the delay; a write that the busy machine let
+    finish before the kill arrived, as it was. Every moment is a real kill where it was meant."""
     delay = moment[1] * after_first_checkpoint_s if moment[0] == "time" else 0.0
     for attempt in range(4):
         folder = out / f"attempt{attempt}"
         killed, run_dir = _kill_once(context, moment, folder, delay)
         if killed:
             return run_dir
-        assert moment[0] == "time", f"{moment}: the run ended before that write:\n{(folder / 'killed.log').read_text()}"
         delay /= 3
-    pytest.fail(f"{moment}: every attempt finished before its kill")
+    pytest.fail(f"{moment}: every attempt missed its moment")
 
 
 def _kill_once(context, moment: tuple, out: Path, delay: float) -> tuple[bool, Path]:
@@ -198,8 +198,8 @@ def _kill_once(context, moment: tuple, out: Path, delay: float) -> tuple[bool, P
     if process.exitcode != -signal.SIGKILL:
         assert process.exitcode == 0, (out / "killed.log").read_text()
         return False, run_dir
-    if moment[0] == "write":  # the kill landed inside that write: its temporary file is left
-        assert len(seen) == moment[2] and temps_of(run_dir, moment[1]) & seen, (moment, seen)
+    if moment[0] == "write":  # inside that write, its temporary file is left behind
+        return len(seen) == moment[2] and bool(temps_of(run_dir, moment[1]) & seen), run_dir
     return True, run_dir
 
 
@@ -265,14 +265,16 @@ def test_kill_9_at_20_seeded_moments_then_resume_equals_an_uninterrupted_run(tmp
 
 
 def test_a_4_run_study_killed_with_kill_9_and_run_again_equals_uninterrupted_runs(tmp_path):
-    """kill -9 of the study's whole process group (parent and workers: nothing can save on the
+    """kill -9 of the study's whole process group (parent and worker: nothing can save on the
     way out), at a seeded moment once the first run has checkpointed; running the same command
-    again completes all 4 runs, each equal to an uninterrupted run of its config."""
+    again completes all 4 runs, each equal to an uninterrupted run of its config. One job: a
+    second worker would double the torch imports, the bulk of this test's cost, and the
+    signal tests in tests/study already cover parallel workers."""
     context = _context()
     study = tmp_path / "s.yaml"
     study.write_text(yaml.safe_dump({"name": "s", "base": BASE, "grid": {"optim.lr": [0.05, 0.02]}, "seeds": 2}))
     out = tmp_path / "studies"
-    argv = [sys.executable, "-m", "cnnlab", "study", str(study), "--out", str(out), "--jobs", "2", "--no-report"]
+    argv = [sys.executable, "-m", "cnnlab", "study", str(study), "--out", str(out), "--jobs", "1", "--no-report"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
                             start_new_session=True)
