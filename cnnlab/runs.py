@@ -206,9 +206,11 @@ def read_config_dict(run_dir: str | os.PathLike) -> dict:
     except UnicodeDecodeError as err:
         raise ConfigError(f"'{path}' is not UTF-8 text ({err.reason} at byte {err.start}); {fix}.") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"Could not parse '{path}' as YAML: {err}".replace("\n", " ") + f"; {fix}.") from None
+        reason = str(err).replace("\n", " ")
+        raise ConfigError(f"Could not parse '{path}' as YAML: {reason}; {fix}.") from None
     if not isinstance(config, dict):
-        raise ConfigError(f"'{path}' must hold a mapping of config sections; got {type(config).__name__}; {fix}.")
+        raise ConfigError(f"'{path}' must hold a mapping of config sections; got "
+                          f"{type(config).__name__}; {fix}.")
     for section, value in config.items():
         if not isinstance(value, (dict, type(None))):  # an empty section reads as None
             raise ConfigError(f"Section '{section}' of '{path}' must be a mapping of settings; got "

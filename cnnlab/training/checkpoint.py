@@ -117,7 +117,8 @@ def _mismatch_detail(err: Exception) -> str:
         head, sep, keys = line.partition(" in state_dict: ")
         if sep:  # long key lists: the first few and a count
             names = [k.strip() for k in keys.split(",")]
-            line = f"{head}: {', '.join(names[:3])}" + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+            more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+            line = f"{head}: {', '.join(names[:3])}{more}"
         parts.append(line)
     detail = "; ".join(parts)
     return detail[:600] + (" ..." if len(detail) > 600 else "")

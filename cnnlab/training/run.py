@@ -112,7 +112,8 @@ class Run:
         engine = spec.make_adapter(self._build_model(), cfg.train, cfg.optim,
                                    spec.resolve_device(device or cfg.train.device))
         checkpoint = self.checkpoint(which)
-        with torch.random.fork_rng(devices=[]), self._fits(which):  # the saved RNG must not touch the caller's
+        # fork_rng: loading the saved RNG must not touch the caller's
+        with torch.random.fork_rng(devices=[]), self._fits(which):
             engine.load_state_dict(checkpoint)
         engine.eval()
         return engine

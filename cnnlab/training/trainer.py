@@ -99,7 +99,8 @@ def train(config=None, out=None, name=None, resume=None, *, callbacks=(), quiet:
     config: a Config, a dict in the YAML form, a YAML path, or None for the defaults.
     out, name: override `train.out` / `train.name`; the run goes to `<out>/<name>/v<N>/`.
     resume: a run folder to continue from its last.pt (config, out and name are then taken
-        from the run); one stopped before its first checkpoint starts again in its folder. callbacks: extra `Callback`s, run after the standard ones.
+        from the run); one stopped before its first checkpoint starts again in its folder.
+    callbacks: extra `Callback`s, run after the standard ones.
     quiet: no progress output (log.txt is still written).
     data_dir: where the dataset files are (`data.data_dir`); the one override a resume takes,
         for data that moved. A relative data directory is stored absolute in config.yaml, so the
