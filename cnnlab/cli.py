@@ -71,17 +71,31 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print("interrupted: stopped by Ctrl-C; files already written are complete.", file=sys.stderr)
         return 130
+    except OSError as err:  # a write outside the atomic helpers: same message, the real target
+        from cnnlab.utils import output_error, target_of
+
+        translated = output_error(err, target_of(err.filename)) if err.filename else None
+        if debug or translated is None:
+            if debug:
+                raise
+            return _internal_error(err)
+        print(f"error: {_paragraph(translated)}", file=sys.stderr)
+        return 2
     except Exception as err:  # a bug in cnnlab, not the user's fault
         if debug:
             raise
-        print(
-            f"internal error: {type(err).__name__}: {err}. This is a bug in cnnlab; "
-            "run again with --debug for the traceback and report it.",
-            file=sys.stderr,
-        )
-        return 1
+        return _internal_error(err)
     finally:
         warnings.showwarning = previous_showwarning
+
+
+def _internal_error(err: Exception) -> int:
+    print(
+        f"internal error: {type(err).__name__}: {err}. This is a bug in cnnlab; "
+        "run again with --debug for the traceback and report it.",
+        file=sys.stderr,
+    )
+    return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

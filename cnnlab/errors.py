@@ -26,3 +26,14 @@ class ModelError(CnnlabError):
 
 class TrainingInterrupted(CnnlabError):
     """Training stopped by Ctrl-C or SIGTERM after the last state was saved."""
+
+
+class OutputError(CnnlabError):
+    """A file or folder cnnlab could not write: no space left, a read-only file system, no
+    permission, or a path through a file. The message names the target, never a temporary file;
+    `target` is that path and `reason` the cause in words."""
+
+    def __init__(self, message: str, target=None, reason: str | None = None):
+        super().__init__(message)
+        self.target = target
+        self.reason = reason

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from cnnlab import engines
 from cnnlab.errors import ConfigError
-from cnnlab.utils import atomic_write_text, did_you_mean, read_json, write_json
+from cnnlab.utils import atomic_write_text, did_you_mean, make_dirs, output_error, read_json, write_json
 
 CONFIG_FILE = "config.yaml"
 MODEL_FILE = "model.json"
@@ -63,16 +63,20 @@ def versions(parent: str | os.PathLike) -> list[int]:
 
 def new_run_dir(out: str | os.PathLike, name: str) -> Path:
     """Create and return the next free `<out>/<name>/v<N>` (safe against parallel runs)."""
-    parent = Path(out) / name
-    parent.mkdir(parents=True, exist_ok=True)
+    parent = make_dirs(Path(out) / name)
     number = (versions(parent) or [0])[-1] + 1
     while True:
         path = parent / f"v{number}"
         try:
             path.mkdir()
             return path
-        except FileExistsError:
+        except FileExistsError:  # taken by a parallel run: try the next number
             number += 1
+        except OSError as err:
+            translated = output_error(err, path)
+            if translated is None:
+                raise
+            raise translated from err
 
 
 def is_run_dir(path: str | os.PathLike) -> bool:
@@ -196,12 +200,21 @@ def read_config_dict(run_dir: str | os.PathLike) -> dict:
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         return {}
+    fix = "restore the file as `cnnlab train` wrote it, or remove the run folder"
     try:
         config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"'{path}' is not UTF-8 text ({err.reason} at byte {err.start}); {fix}.") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"Could not parse '{path}' as YAML: {err}".replace("\n", " ")) from None
+        reason = str(err).replace("\n", " ")
+        raise ConfigError(f"Could not parse '{path}' as YAML: {reason}; {fix}.") from None
     if not isinstance(config, dict):
-        raise ConfigError(f"'{path}' must hold a mapping of config sections; got {type(config).__name__}.")
+        raise ConfigError(f"'{path}' must hold a mapping of config sections; got "
+                          f"{type(config).__name__}; {fix}.")
+    for section, value in config.items():
+        if not isinstance(value, (dict, type(None))):  # an empty section reads as None
+            raise ConfigError(f"Section '{section}' of '{path}' must be a mapping of settings; got "
+                              f"{type(value).__name__} {value!r:.60}; {fix}.")
     return config
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import errno
 import functools
 import json
 import os
@@ -104,6 +105,70 @@ def _maybe_remove_leftovers(folder: Path) -> None:
     remove_leftover_temps(folder)
 
 
+# errno values that mean "this output cannot be written there", each with the reason in words
+# and what to do; anything else is not about the place we write to and is left alone.
+_OUTPUT_ERRNOS = {
+    errno.ENOSPC: ("no space is left on the device", "free some space on it or write somewhere else"),
+    errno.EDQUOT: ("the disk quota is used up", "free some space within the quota or write somewhere else"),
+    errno.EFBIG: ("the file is larger than the file system allows", "write somewhere else"),
+    errno.EROFS: ("the file system is read-only", "choose a folder on a writable file system"),
+    errno.EACCES: ("permission denied", "give yourself write permission there or choose another folder"),
+    errno.EPERM: ("the operation is not permitted", "give yourself write permission there or choose "
+                  "another folder"),
+    errno.ENOTDIR: ("a part of the path is a file, not a folder", "choose a path whose folders are folders"),
+    # mkdir -p meets a file where a folder of the path should be
+    errno.EEXIST: ("a part of the path is a file, not a folder", "choose a path whose folders are folders"),
+    errno.EISDIR: ("a folder is in the way where the file goes", "move that folder or choose another path"),
+    errno.ENAMETOOLONG: ("the name is too long for the file system", "choose a shorter path"),
+}
+
+
+def output_error(err: OSError, target: str | os.PathLike):
+    """An OSError from writing `target` as an `OutputError` that names `target` (never the
+    temporary file beside it) and says what to do; None when the error is not about writing
+    there (e.g. a network error while downloading into it)."""
+    from cnnlab.errors import OutputError
+
+    known = _OUTPUT_ERRNOS.get(err.errno)
+    if known is None:
+        return None
+    reason, advice = known
+    detail = f" ({err.strerror})" if err.strerror and err.strerror.lower() != reason else ""
+    if err.filename and target_of(err.filename) != Path(target):  # e.g. the file in the way
+        detail = f" ({err.strerror or 'error'}: '{err.filename}')"
+    return OutputError(f"Cannot write '{target}': {reason}{detail}. Nothing was left half-written; "
+                       f"{advice}, then run the command again.", target=Path(target), reason=reason)
+
+
+def target_of(filename: str | os.PathLike) -> Path:
+    """The file an atomic write's temporary file stands for (`.<name>.<pid>@<host>.<random>.tmp`
+    -> `<name>` in the same folder); any other path as it is."""
+    path = Path(filename)
+    match = _TEMP_NAME.match(path.name) or _LEGACY_TEMP_NAME.match(path.name)
+    return path.with_name(match["target"]) if match else path
+
+
+@contextlib.contextmanager
+def writing(target: str | os.PathLike) -> Iterator[None]:
+    """Turn OSErrors of writing (no space, read-only, no permission, ...) inside the block into
+    an `OutputError` naming `target`; other errors pass unchanged."""
+    try:
+        yield
+    except OSError as err:
+        translated = output_error(err, target)
+        if translated is None:
+            raise
+        raise translated from err
+
+
+def make_dirs(path: str | os.PathLike) -> Path:
+    """`mkdir -p`, with OS errors as an `OutputError` naming `path`."""
+    path = Path(path)
+    with writing(path):
+        path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success rename it over `path`.
@@ -111,23 +176,50 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     Readers never see a half-written file: either the old file or the new one. On failure
     the temporary file is removed and `path` is left untouched. The temporary file is named
     `.<name>.<pid>@<host>.<random>.tmp`; leftovers of killed writers in the same folder are
-    removed first (see `remove_leftover_temps`).
+    removed first (see `remove_leftover_temps`). Writing errors of the OS (no space, read-only,
+    no permission), from creating the folder to the final rename, including the caller's own
+    writes to the temporary file, come out as an `OutputError` naming `path`.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _maybe_remove_leftovers(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}@{_host_tag()}.", suffix=".tmp",
-                               dir=path.parent)
-    os.close(fd)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _maybe_remove_leftovers(path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}@{_host_tag()}.", suffix=".tmp",
+                                   dir=path.parent)
+        os.close(fd)
     tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
     try:
+        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         yield tmp_path
+        _pause_for_tests(path)
         os.replace(tmp_path, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as err:
+        with contextlib.suppress(OSError):
             tmp_path.unlink()
+        # an OS error about this write (the temporary file or no file named) names the target;
+        # one about another file (e.g. a source read inside the block) is not ours to rename
+        if isinstance(err, OSError) and (err.filename is None or target_of(err.filename) == path
+                                         or Path(err.filename) == tmp_path):
+            translated = output_error(err, path)
+            if translated is not None:
+                raise translated from err
         raise
+
+
+# Test-only fault-injection hook. With CNNLAB_TEST_WRITE_PAUSE="<file name>:<seconds>" (e.g.
+# "last.pt:0.3"), every atomic write of a file of that name waits that long between finishing
+# its temporary file and renaming it into place, so a test can kill -9 a process in the middle
+# of a checkpoint or figure write (tests/test_fault_injection.py). Unset, as always outside
+# tests, it costs one dictionary lookup per write.
+WRITE_PAUSE_ENV = "CNNLAB_TEST_WRITE_PAUSE"
+
+
+def _pause_for_tests(path: Path) -> None:
+    pause = os.environ.get(WRITE_PAUSE_ENV)
+    if pause:
+        name, _, seconds = pause.rpartition(":")
+        if name == path.name:
+            time.sleep(float(seconds))
 
 
 def _umask() -> int:

@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 
 from cnnlab.data.dataset import ArrayDataset
+from cnnlab.errors import OutputError
 from cnnlab.utils import atomic_path, read_json, write_json
 
 CACHE_FORMAT = 1
@@ -64,9 +65,12 @@ def cached_splits(cache_root: Path | None, source: Path,
     try:
         _write_entry(entry, splits, source)
         _remove_stale_siblings(entry)
-    except OSError as err:
-        warnings.warn(f"could not write the dataset cache {entry} ({err}); the next load will "
-                      "decode the source again.", stacklevel=2)
+    except (OSError, OutputError) as err:  # a cache only saves time: warn and go on without it
+        target, reason = ((err.target, err.reason) if isinstance(err, OutputError)
+                          else (entry, err.strerror or str(err)))
+        warnings.warn(f"the decoded-data cache '{target}' could not be written ({reason}), so every "
+                      "load decodes the source again; free space there or point $CNNLAB_CACHE at "
+                      "a writable folder.", stacklevel=2)
     return splits
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from cnnlab.errors import CnnlabError
 from cnnlab.results.plots import load_run
-from cnnlab.utils import atomic_path
+from cnnlab.utils import atomic_path, make_dirs
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
 CHECK_BATCH = 64  # test images the export is checked on
@@ -78,7 +78,7 @@ def export(run, format: str = "onnx", output=None, which: str = "best") -> Expor
     if run.model_args().engine != "torch":
         native = run.model(which)
         twin_diff = float(np.max(np.abs(np.asarray(native(x.numpy()), np.float32) - reference)))
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     exported = _export_onnx(model, x, path) if format == "onnx" else _export_torchscript(model, x, path)
     return Export(path, format, float(np.max(np.abs(exported - reference))), len(x), twin_diff)
 

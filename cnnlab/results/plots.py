@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnlab.errors import CnnlabError, DataError
+from cnnlab.errors import CnnlabError, DataError, ModelError
 from cnnlab.training import Run
 from cnnlab.utils import save_figure
 
@@ -228,6 +228,7 @@ def plot_run(run_dir, mistakes_only: bool = False, fmt: str = "png") -> list[Pat
 
     The curves need only metrics.csv, so they are written even when the test set cannot be
     predicted (no checkpoint yet, dataset gone); the other two are then skipped with a warning.
+    A model that no longer fits its checkpoint (an edited model.json) is an error.
     `mistakes_only` writes the grid of the most confident mistakes as mistakes.png (the sample
     grid predictions.png is left alone). `fmt`: png, svg or pdf. Returns the paths written.
     """
@@ -241,6 +242,8 @@ def plot_run(run_dir, mistakes_only: bool = False, fmt: str = "png") -> list[Pat
     written = [save_figure(curves(run), folder / f"{names[0]}.{fmt}")]
     try:
         outputs = evaluate_test_set(run)
+    except ModelError:  # a model that no longer fits its checkpoint: the folder is broken, say so
+        raise
     except CnnlabError as err:
         warnings.warn(f"{names[1]}.{fmt} and {names[2]}.{fmt} skipped for {folder}: {err}", stacklevel=2)
         return written

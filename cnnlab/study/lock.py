@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from cnnlab.errors import CnnlabError
+from cnnlab.utils import make_dirs, writing
 
 LOCK_FILE = "study.lock"
 
@@ -82,10 +83,11 @@ def study_lock(study_dir: str | os.PathLike, command: str | None = None):
     import fcntl
 
     folder = Path(study_dir)
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_FILE
+    make_dirs(folder)
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        with writing(path):  # a read-only or full study folder: exit 2 naming it
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -112,8 +114,9 @@ def study_lock(study_dir: str | os.PathLike, command: str | None = None):
               "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "command": command or _command_line()}
     try:
-        os.ftruncate(fd, 0)
-        os.write(fd, (json.dumps(holder) + "\n").encode("utf-8"))
+        with writing(path):
+            os.ftruncate(fd, 0)
+            os.write(fd, (json.dumps(holder) + "\n").encode("utf-8"))
         yield holder
     finally:
         with contextlib.suppress(OSError):

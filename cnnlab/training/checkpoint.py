@@ -12,14 +12,17 @@ Read back with `allow_pickle=False`.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+import pickle
+import re
 from pathlib import Path
 
 import numpy as np
 
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, ModelError
 from cnnlab.utils import atomic_write_bytes
 
 META_KEY = "__meta__"
@@ -60,12 +63,65 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
             return unflatten(arrays, meta)
     except CnnlabError:
         raise
+    except pickle.UnpicklingError:
+        # torch's own text here advises weights_only=False, i.e. running the file's code: never
+        # passed on; a checkpoint of ours holds only tensors and plain data
+        raise CnnlabError(
+            f"Checkpoint '{path}' holds pickled Python objects besides tensors and plain data, so "
+            "it was not written by cnnlab (or was altered); cnnlab does not load such files, "
+            "because loading them can run code. Use a checkpoint written by `cnnlab train`, or "
+            "train the run again."
+        ) from None
     except Exception as err:
         raise CnnlabError(
-            f"Checkpoint '{path}' could not be read ({type(err).__name__}: {err}); the file is "
-            "corrupt or was not written by cnnlab."
+            f"Checkpoint '{path}' could not be read ({type(err).__name__}: {_first_line(err)}); the "
+            "file is corrupt or was not written by cnnlab. Use another checkpoint of the run "
+            "(best or last) or train it again."
         ) from None
     raise CnnlabError(f"Checkpoint '{path}' must end in .pt or .npz, got suffix '{path.suffix}'.")
+
+
+def _first_line(err: Exception) -> str:
+    return (str(err).strip().splitlines() or [""])[0][:300]
+
+
+@contextlib.contextmanager
+def checkpoint_fits(checkpoint: str | os.PathLike, built_from: str | os.PathLike):
+    """Loading `checkpoint`'s state into a model built from `built_from` (config.yaml or
+    model.json) inside the block: a model that no longer fits it (an edited width or `out`, a
+    layer added or removed, an optimiser changed) is one ModelError naming both files."""
+    try:
+        yield
+    except (RuntimeError, ValueError, KeyError, IndexError, TypeError, ModelError) as err:
+        built_from = Path(built_from)
+        fix = (f"restore its model, optim and train sections as they were, or start a new run from "
+               f"the edited file: cnnlab train {built_from}" if built_from.suffix in (".yaml", ".yml")
+               else "restore it as training wrote it")
+        raise ModelError(
+            f"The model built from '{built_from}' does not fit the checkpoint '{checkpoint}': "
+            f"{_mismatch_detail(err)}. '{built_from.name}' was probably edited after training; {fix}."
+        ) from None
+
+
+def _mismatch_detail(err: Exception) -> str:
+    """The gist of torch's, the NumPy engine's or an optimiser's load error, on one line."""
+    if isinstance(err, KeyError):
+        return f"the checkpoint has no entry {err}"
+    text = str(err).strip()
+    # torch: "Error(s) in loading state_dict for X:\n\tMissing key(s) in state_dict: "a", "b".
+    # \n\tsize mismatch for 0.weight: copying a param with shape torch.Size([16, 1, 3, 3]) ..."
+    lines = [line.strip().rstrip(".") for line in text.splitlines()[1:] if line.strip()] or [text.rstrip(".")]
+    parts = []
+    for line in lines:
+        line = re.sub(r"torch\.Size\((\[[^\]]*\])\)", r"\1", line)
+        head, sep, keys = line.partition(" in state_dict: ")
+        if sep:  # long key lists: the first few and a count
+            names = [k.strip() for k in keys.split(",")]
+            more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+            line = f"{head}: {', '.join(names[:3])}{more}"
+        parts.append(line)
+    detail = "; ".join(parts)
+    return detail[:600] + (" ..." if len(detail) > 600 else "")
 
 
 def _is_array(value) -> bool:

@@ -15,7 +15,7 @@ import numpy as np
 from cnnlab import engines, runs
 from cnnlab.config import Config
 from cnnlab.errors import ConfigError, DataError
-from cnnlab.training.checkpoint import load_checkpoint
+from cnnlab.training.checkpoint import checkpoint_fits, load_checkpoint
 
 
 @dataclass
@@ -87,10 +87,19 @@ class Run:
         return models.build(args.ref, args.input_shape, args.num_classes, engine=args.engine,
                             **args.options)
 
+    def _fits(self, which: str):
+        """Loading the `which` checkpoint inside: a model that does not fit it is a ModelError
+        naming the file the model was built from and the checkpoint."""
+        model_file = self.path / runs.MODEL_FILE
+        return checkpoint_fits(runs.checkpoint_path(self.path, which),
+                               model_file if model_file.is_file() else self.path / runs.CONFIG_FILE)
+
     def model(self, which: str = "best"):
         """The model in its engine with the `which` checkpoint's weights, in eval mode."""
         model = self._build_model()
-        model.load_state_dict(self.checkpoint(which)["model"])
+        state = self.checkpoint(which)["model"]
+        with self._fits(which):
+            model.load_state_dict(state)
         model.eval()
         return model
 
@@ -102,8 +111,10 @@ class Run:
         spec = engines.get(self.model_args().engine)
         engine = spec.make_adapter(self._build_model(), cfg.train, cfg.optim,
                                    spec.resolve_device(device or cfg.train.device))
-        with torch.random.fork_rng(devices=[]):  # loading the saved RNG must not touch the caller's
-            engine.load_state_dict(self.checkpoint(which))
+        checkpoint = self.checkpoint(which)
+        # fork_rng: loading the saved RNG must not touch the caller's
+        with torch.random.fork_rng(devices=[]), self._fits(which):
+            engine.load_state_dict(checkpoint)
         engine.eval()
         return engine
 

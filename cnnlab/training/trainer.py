@@ -9,6 +9,7 @@ training's job: `cnnlab.train` (`cnnlab.api`) adds them.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import platform
 import traceback
@@ -21,10 +22,10 @@ from cnnlab import engines, runs
 from cnnlab.config import Config, load_config
 from cnnlab.engines import student_layers
 from cnnlab.engines.optim import build_scheduler
-from cnnlab.errors import ConfigError, TrainingInterrupted
+from cnnlab.errors import CnnlabError, ConfigError, OutputError, TrainingInterrupted
 from cnnlab.runs import RunLog, checkpoint_path
 from cnnlab.training import callbacks as cb
-from cnnlab.training.checkpoint import load_checkpoint
+from cnnlab.training.checkpoint import checkpoint_fits, load_checkpoint
 from cnnlab.training.loggers import finish_loggers, make_loggers
 from cnnlab.training.checks import check_batches
 from cnnlab.training.loop import ClassCounts, evaluate, fit
@@ -117,7 +118,8 @@ def train(config=None, out=None, name=None, resume=None, *, callbacks=(), quiet:
     config: a Config, a dict in the YAML form, a YAML path, or None for the defaults.
     out, name: override `train.out` / `train.name`; the run goes to `<out>/<name>/v<N>/`.
     resume: a run folder to continue from its last.pt (config, out and name are then taken
-        from the run). callbacks: extra `Callback`s, run after the standard ones.
+        from the run); one stopped before its first checkpoint starts again in its folder.
+    callbacks: extra `Callback`s, run after the standard ones.
     quiet: no progress output (log.txt is still written).
     data_dir: where the dataset files are (`data.data_dir`); the one override a resume takes,
         for data that moved. A relative data directory is stored absolute in config.yaml, so the
@@ -199,10 +201,13 @@ def _resume(run_dir: Path, config: Config, callbacks, quiet, evaluate_test: bool
             "to resume. Start a new run instead (cnnlab train <run>/config.yaml)."
         )
     last = checkpoint_path(run_dir, "last")
-    if last is None:
-        raise ConfigError(f"Run '{run_dir}' has no last.pt/last.npz to resume from.")
-    checkpoint = load_checkpoint(last)
     session = build_session(config)
+    if last is None:  # stopped (e.g. killed) before its first checkpoint: start again, in place
+        return _execute(session, run_dir, None, callbacks, quiet, evaluate_test)
+    checkpoint = load_checkpoint(last)
+    # before anything is written: an edited config.yaml must not overwrite model.json
+    with checkpoint_fits(last, run_dir / runs.CONFIG_FILE):
+        session.engine.load_state_dict(checkpoint)
     return _execute(session, run_dir, checkpoint, callbacks, quiet, evaluate_test)
 
 
@@ -313,6 +318,16 @@ def _execute(session: Session, run_dir: Path, checkpoint, extra_callbacks, quiet
                    f"'{run_dir}'. Resume with: cnnlab train --resume {run_dir}")
         log.write(message)
         raise TrainingInterrupted(message) from None
+    except OutputError as err:  # disk full, read-only, ...: the saved state is whole, so resumable
+        done = _epochs_done(run_dir)
+        result.update(status="interrupted", error=str(err), epochs_run=done, **timer.summary())
+        message = (f"{err} Training stopped after epoch {done} of {config.train.epochs}; the "
+                   f"files in '{run_dir}' are complete. Resume with: cnnlab train --resume {run_dir}")
+        for record in (lambda: finish_loggers(trackers, result), lambda: runs.write_result(run_dir, result),
+                       lambda: log.write(message)):
+            with contextlib.suppress(CnnlabError, OSError):  # the same disk may refuse these too
+                record()
+        raise OutputError(message, target=err.target, reason=err.reason) from err
     except Exception as err:
         result.update(status="failed", error=f"{type(err).__name__}: {err}",
                       epochs_run=_epochs_done(run_dir), **timer.summary())
