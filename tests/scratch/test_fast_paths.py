@@ -45,9 +45,10 @@ def _max_pool_grad(x, kernel, stride, dout):
 
 
 @pytest.mark.parametrize("shape, ties", [
-    ((2, 3, 8, 6), False),      # windows tile the input exactly: the one-pass path
-    ((2, 3, 9, 7), False),      # a last row and column no window reads
-    ((2, 3, 8, 8), True),       # equal values in windows: torch's first-max routing
+    ((2, 16, 8, 6), False),     # windows tile the input exactly: the one-pass path
+    ((2, 16, 9, 7), False),     # a last row and column no window reads
+    ((2, 16, 6, 4), True),      # equal values in windows: torch's first-max routing
+    ((2, 3, 8, 8), True),       # fewer than 16 channels: the tap loop
 ])
 def test_tiled_max_pool_backward_matches_torch(shape, ties):
     rng = np.random.default_rng(shape[2])
@@ -63,15 +64,17 @@ def test_tiled_max_pool_backward_matches_torch(shape, ties):
     np.testing.assert_array_equal(np.asarray(dx), tx.grad.numpy())
 
 
-def test_tiled_max_pool_defers_a_nan_window_with_a_tie_to_the_tap_loop(monkeypatch):
-    # one window without an equal element (NaN) and one with two would add up to one hit per
-    # window: the one-pass path must not take that for "no ties"
-    x = np.random.default_rng(0).standard_normal((1, 1, 4, 4))
+def test_tiled_max_pool_routes_nan_and_tie_windows_as_the_tap_loop(monkeypatch):
+    # a NaN window beside a whole-window tie: the first maximum takes a tie's gradient, and a
+    # NaN window (no element equals its NaN max) passes none, as the general tap loop does
+    x = np.random.default_rng(0).standard_normal((2, 16, 6, 5))
+    x = np.round(x)
     x[0, 0, 0, 0] = np.nan
     x[0, 0, 2:4, 2:4] = 5.0
-    dout = np.arange(1.0, 5.0).reshape(1, 1, 2, 2)
-    _, fast = _max_pool_grad(x, 2, 2, dout)
-    monkeypatch.setattr(F, "_tiled_max_pool_backward", lambda *args: None)
+    dout = np.random.default_rng(1).standard_normal((2, 16, 3, 2))
+    _, tiled = _max_pool_grad(x, 2, 2, dout)
+    monkeypatch.setattr(F, "_windows_tile", lambda *args: False)
     _, loop = _max_pool_grad(x, 2, 2, dout)
-    np.testing.assert_array_equal(np.asarray(fast), np.asarray(loop))
-    assert np.asarray(fast)[0, 0, 2:4, 2:4].tolist() == [[4.0, 0.0], [0.0, 0.0]]  # first max
+    np.testing.assert_array_equal(np.asarray(tiled), np.asarray(loop))
+    assert np.asarray(tiled)[0, 0, 2:4, 2:4].tolist() == [[dout[0, 0, 1, 1], 0.0], [0.0, 0.0]]
+    assert not np.asarray(tiled)[0, 0, :2, :2].any()
