@@ -280,8 +280,12 @@ def _conv_input_grad_by_gather(dout_nhwc, wmat, in_hw, kernel, padding, dilation
     flipped = wmat.reshape(kh, kw, c, o)[::-1, ::-1].transpose(0, 1, 3, 2)
     flipped = np.ascontiguousarray(flipped).reshape(kh * kw * o, c)
     full = (dh * (kh - 1) - padding[0], dw * (kw - 1) - padding[1])
-    padded = _pad_nhwc(dout_nhwc, full, workspace, key="dx_pad")
-    cols = _gather_columns(padded, kernel, (1, 1), dilation, in_hw, 1, workspace, key="dx_cols")
+    # a 'same' conv with C == O: the forward's padded input and columns have these shapes,
+    # so reuse them (the cache's columns were read for dweight already); else own buffers
+    shared = c == o and tuple(full) == tuple(padding)
+    padded = _pad_nhwc(dout_nhwc, full, workspace, key="pad" if shared else "dx_pad")
+    cols = _gather_columns(padded, kernel, (1, 1), dilation, in_hw, 1, workspace,
+                           key="cols" if shared else "dx_cols")
     return (cols[0] @ flipped).reshape(n, *in_hw, c)
 
 
