@@ -23,6 +23,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from cnnlab.errors import ModelError
+from cnnlab.scratch.threads import one_blas_thread
 from cnnlab.utils import pair  # noqa: F401  (the layers use F.pair)
 
 
@@ -160,6 +161,16 @@ def _matmul_scatter(a, tap_weights, canvas, stride, dilation, in_hw):
     return canvas
 
 
+def _reduction_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """`_grouped_matmul` for weight gradients (G, P, M) @ (G, M, Q), M = N*Ho*Wo: when the
+    result is small and the reduction long, on one BLAS thread (see `one_blas_thread`)."""
+    p, m, q = a.shape[1], a.shape[2], b.shape[2]
+    if p * q <= 65536 and m >= 64 * max(p, q):
+        with one_blas_thread():
+            return _grouped_matmul(a, b)
+    return _grouped_matmul(a, b)
+
+
 def _grouped_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(G, M, K) @ (G, K, P) -> (G, M, P); a plain 2-D BLAS call when G == 1."""
     if a.shape[0] == 1:
@@ -240,7 +251,7 @@ def conv2d_backward(dout, cache, need_input_grad=True):
     o, cg, kh, kw = wshape
     d2 = _nhwc(dout).reshape(-1, o)  # (N*Ho*Wo, O)
     dg = _group(d2, groups)  # (G, M, O/G)
-    dwmat = _grouped_matmul(cols.transpose(0, 2, 1), dg)  # (G, kh*kw*Cg, O/G)
+    dwmat = _reduction_matmul(cols.transpose(0, 2, 1), dg)  # (G, kh*kw*Cg, O/G)
     dweight = dwmat.reshape(groups, kh, kw, cg, o // groups).transpose(0, 4, 3, 1, 2)
     dweight = np.ascontiguousarray(dweight).reshape(o, cg, kh, kw)
     dbias = _channel_sum(d2) if has_bias else None

@@ -95,3 +95,29 @@ def test_a_same_conv_reuses_its_forward_buffers_for_the_input_gradient():
     tx = torch.tensor(x, requires_grad=True)
     TF.conv2d(tx, torch.tensor(w), None, 1, 1).backward(torch.ones(out.shape, dtype=torch.float64))
     assert rel_err(dx, tx.grad) < 1e-7
+
+
+def test_weight_gradient_with_a_long_reduction_runs_on_one_blas_thread(monkeypatch):
+    from cnnlab.scratch import threads
+
+    entered = []
+    real = threads.one_blas_thread
+
+    def spy():
+        entered.append(True)
+        return real()
+
+    monkeypatch.setattr(F, "one_blas_thread", spy)
+    rng = np.random.default_rng(5)
+    x, w = rng.standard_normal((8, 1, 16, 16)), rng.standard_normal((4, 1, 3, 3))
+    out, cache = F.conv2d_forward(x, w, None, 1, 1)  # dW: (9 x 2048) @ (2048 x 4)
+    dout = rng.standard_normal(out.shape)
+    _, dw, _ = F.conv2d_backward(dout, cache, need_input_grad=False)
+    assert entered
+    tw = torch.tensor(w, requires_grad=True)
+    TF.conv2d(torch.tensor(x), tw, None, 1, 1).backward(torch.tensor(dout))
+    assert rel_err(dw, tw.grad) < 1e-7
+    before = threads.current_blas_threads()
+    with threads.one_blas_thread():
+        assert threads.current_blas_threads() in (1, None)
+    assert threads.current_blas_threads() == before
