@@ -24,7 +24,9 @@ from cnnlab.scratch.losses import CrossEntropyLoss, num_correct
 
 LAYER_KINDS = ("Conv2d", "ConvTranspose2d", "Linear", "BatchNorm1d", "BatchNorm2d", "ReLU",
                "LeakyReLU", "Sigmoid", "Tanh", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
-               "Flatten", "Dropout", "BasicBlock", "Sequential")
+               "Flatten", "Dropout", "Dropout2d", "GELU", "SiLU", "Softmax", "LogSoftmax",
+               "LayerNorm", "GroupNorm", "AdaptiveMaxPool2d", "Upsample", "BasicBlock",
+               "Sequential")
 SCRATCH_OPTIMIZERS = {"sgd": scratch_optim.SGD, "adam": scratch_optim.Adam,
                       "adamw": scratch_optim.AdamW}
 

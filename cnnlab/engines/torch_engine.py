@@ -61,7 +61,8 @@ class BasicBlock(nn.Module):
 
 LAYER_KINDS = ("Conv2d", "ConvTranspose2d", "Linear", "BatchNorm1d", "BatchNorm2d", "ReLU",
                "LeakyReLU", "Sigmoid", "Tanh", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
-               "Flatten", "Dropout")
+               "Flatten", "Dropout", "Dropout2d", "GELU", "SiLU", "Softmax", "LogSoftmax",
+               "LayerNorm", "GroupNorm", "AdaptiveMaxPool2d", "Upsample")
 
 
 def layer_classes() -> dict:

@@ -29,7 +29,10 @@ COLOURS = {
     "Conv2d": "#cfe2ff", "ConvTranspose2d": "#cfe2ff", "Linear": "#e2d9f3",
     "BatchNorm1d": "#e9ecef", "BatchNorm2d": "#e9ecef",
     "ReLU": "#d1e7dd", "LeakyReLU": "#d1e7dd", "Sigmoid": "#d1e7dd", "Tanh": "#d1e7dd",
+    "LayerNorm": "#e9ecef", "GroupNorm": "#e9ecef",
+    "GELU": "#d1e7dd", "SiLU": "#d1e7dd", "Softmax": "#d1e7dd", "LogSoftmax": "#d1e7dd",
     "MaxPool2d": "#ffe5d0", "AvgPool2d": "#ffe5d0", "AdaptiveAvgPool2d": "#ffe5d0",
+    "AdaptiveMaxPool2d": "#ffe5d0", "Upsample": "#ffe5d0",
     "Input": "#fff3cd", "add": "#f8d7da",
 }
 DEFAULT_COLOUR = "#f8f9fa"
@@ -90,9 +93,15 @@ def key_args(layer: LayerStats) -> str:
         stride = a.get("stride", a.get("kernel_size"))
         text = _square_text(a.get("kernel_size", "?"))
         return text + (f", s{_pair_text(stride)}" if _pair_text(stride) != _pair_text(a.get("kernel_size")) else "")
-    if layer.kind == "AdaptiveAvgPool2d":
+    if layer.kind in ("AdaptiveAvgPool2d", "AdaptiveMaxPool2d"):
         return f"to {_square_text(a.get('output_size', '?'))}"
-    if layer.kind == "Dropout":
+    if layer.kind == "GroupNorm":
+        return f"{a.get('num_groups', '?')} groups"
+    if layer.kind == "Upsample":
+        what = (f"to {_square_text(a['size'])}" if a.get("size") else
+                f"x{_pair_text(a.get('scale_factor', '?'))}")
+        return f"{what}, {a.get('mode', 'nearest')}"
+    if layer.kind in ("Dropout", "Dropout2d"):
         return f"p={a.get('p', '?')}"
     if layer.kind == "LeakyReLU":
         return f"slope {a.get('negative_slope', '?')}"

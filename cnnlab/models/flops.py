@@ -10,6 +10,11 @@ What is counted as MACs (multiply-accumulates); FLOPs = 2 x MACs:
   `in_elems * out_channels/groups * kh*kw` (the same count torch's flop counter uses).
 - Linear: `in_features * out_features` (bias not counted).
 - BatchNorm1d/2d: one MAC per element (in inference form BN is `x * scale + shift`).
+- LayerNorm, GroupNorm: one MAC per element, as BN (the scale-and-shift; their statistics are
+  per sample, so unlike BN's they cannot be folded away, but they are additions and one
+  multiply per element, the same order).
+- Upsample: bilinear, 4 MACs per output element (a weighted sum of four source pixels);
+  nearest, 0 (a copy).
 - Pooling, activations, dropout, flatten and the residual add: 0 MACs (they are comparisons,
   element-wise maps or additions without multiplies).
 """
@@ -35,7 +40,16 @@ def layer_params(kind: str, args: dict) -> int:
         return weight + (args["out_features"] if args.get("bias", True) else 0)
     if kind in ("BatchNorm1d", "BatchNorm2d"):
         return 2 * args["num_features"] if args.get("affine", True) else 0
+    if kind == "LayerNorm" and args.get("elementwise_affine", True):
+        return (2 if args.get("bias", True) else 1) * prod(_as_shape(args["normalized_shape"]))
+    if kind == "GroupNorm" and args.get("affine", True):
+        return 2 * args["num_channels"]
     return 0
+
+
+def _as_shape(shape) -> tuple:
+    """LayerNorm's normalized_shape (an int or a tuple of ints) as a tuple."""
+    return (shape,) if isinstance(shape, int) else tuple(shape)
 
 
 def layer_buffers(kind: str, args: dict) -> int:
@@ -55,6 +69,8 @@ def layer_macs(kind: str, args: dict, in_shape: tuple, out_shape: tuple) -> int:
         return prod(in_shape) * (args["out_channels"] // args.get("groups", 1)) * kh * kw
     if kind == "Linear":
         return args["in_features"] * args["out_features"]
-    if kind in ("BatchNorm1d", "BatchNorm2d"):
+    if kind in ("BatchNorm1d", "BatchNorm2d", "LayerNorm", "GroupNorm"):
         return prod(out_shape)
+    if kind == "Upsample" and args.get("mode") == "bilinear":
+        return 4 * prod(out_shape)
     return 0

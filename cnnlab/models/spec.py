@@ -22,7 +22,18 @@ Layer words (short argument forms in brackets):
   maxpool (k)         k, stride=k, pad=0
   avgpool (k)         k, stride=k, pad=0, count_include_pad=true
   adaptive_avgpool (size)  size=1
+  adaptive_maxpool (size)  size=1
   dropout (p)         p=0.5
+  dropout2d (p)       p=0.5   (a whole channel at a time; image inputs)
+  gelu (approximate)  approximate=none (or tanh)
+  silu
+  softmax (dim), logsoftmax (dim)  dim=1 (torch's dim, counting the batch: 1 is the
+                      channels/features)
+  layernorm (dims)    dims=all, eps=1e-5, affine=true  (normalises the last `dims` dims of a
+                      sample: `layernorm: 1` on (C, H, W) is LayerNorm(W))
+  groupnorm (groups)  groups, eps=1e-5, affine=true  (groups must divide the channels)
+  upsample (scale)    scale or size (exactly one), mode=nearest (or bilinear),
+                      align_corners=false (bilinear only)
   block (out)         a ResNet basic block: out, stride=1
   seq                 a named group of layers: `{seq: [...], name: layer1}`
 
@@ -100,6 +111,9 @@ _ALIASES = {
     "p": "p", "slope": "slope", "negative_slope": "slope",
     "size": "size", "output_size": "size",
     "eps": "eps", "momentum": "momentum", "count_include_pad": "count_include_pad",
+    "num_groups": "groups", "approximate": "approximate", "dim": "dim", "dims": "dims",
+    "affine": "affine", "elementwise_affine": "affine", "scale": "scale",
+    "scale_factor": "scale", "mode": "mode", "align_corners": "align_corners",
 }
 
 _LAYER_KEYS = {
@@ -113,7 +127,15 @@ _LAYER_KEYS = {
     "maxpool": ("k", {"k": None, "stride": None, "pad": 0}),
     "avgpool": ("k", {"k": None, "stride": None, "pad": 0, "count_include_pad": True}),
     "adaptive_avgpool": ("size", {"size": 1}),
+    "adaptive_maxpool": ("size", {"size": 1}),
     "dropout": ("p", {"p": 0.5}),
+    "dropout2d": ("p", {"p": 0.5}),
+    "gelu": ("approximate", {"approximate": "none"}),
+    "silu": (None, {}),
+    "softmax": ("dim", {"dim": 1}), "logsoftmax": ("dim", {"dim": 1}),
+    "layernorm": ("dims", {"dims": None, "eps": 1e-5, "affine": True}),
+    "groupnorm": ("groups", {"groups": None, "eps": 1e-5, "affine": True}),
+    "upsample": ("scale", {"scale": None, "size": None, "mode": "nearest", "align_corners": None}),
     "block": ("out", {"out": None, "stride": 1}),
 }
 _WORD_ALIASES = {
@@ -124,7 +146,14 @@ _WORD_ALIASES = {
     "MaxPool2d": "maxpool", "AvgPool2d": "avgpool", "AdaptiveAvgPool2d": "adaptive_avgpool",
     "gap": "adaptive_avgpool", "Dropout": "dropout", "BasicBlock": "block", "basic_block": "block",
     "Sequential": "seq", "group": "seq",
+    "AdaptiveMaxPool2d": "adaptive_maxpool", "Dropout2d": "dropout2d", "GELU": "gelu",
+    "SiLU": "silu", "swish": "silu", "Softmax": "softmax", "LogSoftmax": "logsoftmax",
+    "log_softmax": "logsoftmax", "LayerNorm": "layernorm", "layer_norm": "layernorm",
+    "ln": "layernorm", "GroupNorm": "groupnorm", "group_norm": "groupnorm", "gn": "groupnorm",
+    "Upsample": "upsample",
 }
+# arguments that may stay unset (None): the layer derives them or takes one of a pair
+_MAY_BE_NONE = ("stride", "dims", "scale", "size", "align_corners")
 LAYER_WORDS = sorted(set(_LAYER_KEYS) | {"seq"})
 
 
@@ -168,7 +197,7 @@ def _layer_args(word: str, arg: Any, where: str, num_classes: int) -> dict:
     values = {**defaults, **given}
     if values.get("out") in ("classes", "num_classes"):
         values["out"] = num_classes
-    missing = [k for k, v in values.items() if v is None and k not in ("stride",)]
+    missing = [k for k, v in values.items() if v is None and k not in _MAY_BE_NONE]
     if missing:
         raise ModelError(f"'{word}' at {where} needs {', '.join(missing)} (e.g. {{{word}: {{{missing[0]}: ...}}}}).")
     return values
@@ -188,7 +217,10 @@ _VALUE_RULES = {
 }
 _KINDS = {"conv": "Conv2d", "conv_transpose": "ConvTranspose2d", "linear": "Linear", "bn": "BatchNorm",
           "maxpool": "MaxPool2d", "avgpool": "AvgPool2d", "adaptive_avgpool": "AdaptiveAvgPool2d",
-          "dropout": "Dropout", "block": "BasicBlock", "leaky_relu": "LeakyReLU"}
+          "dropout": "Dropout", "block": "BasicBlock", "leaky_relu": "LeakyReLU",
+          "adaptive_maxpool": "AdaptiveMaxPool2d", "dropout2d": "Dropout2d", "gelu": "GELU",
+          "softmax": "Softmax", "logsoftmax": "LogSoftmax", "layernorm": "LayerNorm",
+          "groupnorm": "GroupNorm", "upsample": "Upsample"}
 
 
 def _is_int(v) -> bool:
@@ -212,7 +244,7 @@ def check_layer_values(word: str, a: dict, path: str) -> None:
 
     for key, (low, meaning) in _VALUE_RULES.items():
         value = a.get(key)
-        if key not in a or (value is None and key == "stride"):
+        if key not in a or (value is None and key in _MAY_BE_NONE):
             continue
         parts = list(value) if isinstance(value, (list, tuple)) else [value]
         pair_ok = isinstance(value, (list, tuple)) and len(value) == 2 and key != "out"
@@ -223,15 +255,33 @@ def check_layer_values(word: str, a: dict, path: str) -> None:
             fail(key, value, rule)
         if key == "groups" and isinstance(value, (list, tuple)):
             fail(key, value, rule)
-    if word == "dropout" and not (_is_number(a["p"]) and 0 <= a["p"] < 1):
+    if word in ("dropout", "dropout2d") and not (_is_number(a["p"]) and 0 <= a["p"] < 1):
         fail("p", a["p"], "a number in [0, 1) (the probability of zeroing an element)")
     if word == "leaky_relu" and not _is_number(a["slope"]):
         fail("slope", a["slope"], "a number")
+    if word in ("bn", "layernorm", "groupnorm") and not (_is_number(a["eps"]) and a["eps"] > 0):
+        fail("eps", a["eps"], "a number > 0")
+    if word in ("layernorm", "groupnorm") and not isinstance(a["affine"], bool):
+        fail("affine", a["affine"], "true or false (learned per-element scale and shift)")
     if word == "bn":
-        if not (_is_number(a["eps"]) and a["eps"] > 0):
-            fail("eps", a["eps"], "a number > 0")
         if not (_is_number(a["momentum"]) and 0 <= a["momentum"] <= 1):
             fail("momentum", a["momentum"], "a number in [0, 1]")
+    if word == "gelu" and a["approximate"] not in ("none", "tanh"):
+        fail("approximate", a["approximate"], "'none' (the exact erf form) or 'tanh'")
+    if word in ("softmax", "logsoftmax") and not _is_int(a["dim"]):
+        fail("dim", a["dim"], "an integer (torch's dim, counting the batch dimension)")
+    if word == "layernorm" and a["dims"] is not None and not (_is_int(a["dims"]) and a["dims"] >= 1):
+        fail("dims", a["dims"], "an integer >= 1 (how many trailing dims of a sample to normalise)")
+    if word == "upsample":
+        if (a["scale"] is None) == (a["size"] is None):
+            fail("scale", a["scale"], f"given alone: set exactly one of 'scale' and 'size' (size is {a['size']!r})")
+        scales = a["scale"] if isinstance(a["scale"], (list, tuple)) else [a["scale"]]
+        if a["scale"] is not None and not (len(scales) in (1, 2) and all(_is_number(v) and v > 0 for v in scales)):
+            fail("scale", a["scale"], "a number > 0 or a pair of them")
+        if a["mode"] not in ("nearest", "bilinear"):
+            fail("mode", a["mode"], "'nearest' or 'bilinear'")
+        if a["align_corners"] is not None and (a["mode"] != "bilinear" or not isinstance(a["align_corners"], bool)):
+            fail("align_corners", a["align_corners"], "true or false, and only with mode bilinear (as in torch)")
     if word in ("maxpool", "avgpool"):
         k, p = pair(a["k"]), pair(a["pad"])
         if any(p[i] > k[i] // 2 for i in range(2)):
@@ -351,6 +401,70 @@ class _Resolver:
         return build
 
     _relu, _sigmoid, _tanh = _simple("ReLU"), _simple("Sigmoid"), _simple("Tanh")
+    _silu = _simple("SiLU")
+
+    def _gelu(self, a, shape, name, path):
+        return Node(name, "GELU", dict(approximate=a["approximate"]), shape, shape)
+
+    def _softmax_kind(self, kind, a, shape, name, path):
+        dim, ndim = int(a["dim"]), len(shape) + 1
+        if not -ndim <= dim < ndim:
+            raise ModelError(
+                f"{kind} at layer '{path}': 'dim' must be in [{-ndim}, {ndim - 1}] for its "
+                f"input (batch, {_shape_str(shape)}), got {dim}.")
+        return Node(name, kind, dict(dim=dim), shape, shape)
+
+    def _softmax(self, a, shape, name, path):
+        return self._softmax_kind("Softmax", a, shape, name, path)
+
+    def _logsoftmax(self, a, shape, name, path):
+        return self._softmax_kind("LogSoftmax", a, shape, name, path)
+
+    def _layernorm(self, a, shape, name, path):
+        dims = len(shape) if a["dims"] is None else int(a["dims"])
+        if dims > len(shape):
+            raise ModelError(
+                f"LayerNorm at layer '{path}': 'dims' is {dims} but its input has {len(shape)} "
+                f"dim(s) per sample ({_shape_str(shape)}).")
+        args = dict(normalized_shape=tuple(shape[len(shape) - dims:]), eps=float(a["eps"]),
+                    elementwise_affine=bool(a["affine"]))
+        return Node(name, "LayerNorm", args, shape, shape)
+
+    def _groupnorm(self, a, shape, name, path):
+        groups, channels = int(a["groups"]), shape[0]
+        if channels % groups:
+            raise ModelError(
+                f"GroupNorm at layer '{path}': groups={groups} must divide the {channels} "
+                f"channel(s) of its input ({_shape_str(shape)}).")
+        args = dict(num_groups=groups, num_channels=channels, eps=float(a["eps"]),
+                    affine=bool(a["affine"]))
+        return Node(name, "GroupNorm", args, shape, shape)
+
+    def _dropout2d(self, a, shape, name, path):
+        self._need_image(shape, "Dropout2d", path)
+        return Node(name, "Dropout2d", dict(p=float(a["p"])), shape, shape)
+
+    def _upsample(self, a, shape, name, path):
+        self._need_image(shape, "Upsample", path)
+        args = dict(mode=a["mode"])
+        if a["size"] is not None:
+            hw = pair(a["size"])
+            args["size"] = hw
+        else:
+            scale = a["scale"]
+            scales = tuple(scale) if isinstance(scale, (list, tuple)) else (scale, scale)
+            if len(scales) == 1:
+                scales = scales * 2
+            hw = tuple(int(shape[i + 1] * float(scales[i])) for i in range(2))  # torch floors
+            args["scale_factor"] = tuple(float(v) for v in scales) if scales[0] != scales[1] \
+                else float(scales[0])
+            if min(hw) < 1:
+                raise ModelError(
+                    f"Upsample at layer '{path}': scale {scale!r} gives an empty output for input "
+                    f"{_shape_str(shape)}.")
+        if a["mode"] == "bilinear":
+            args["align_corners"] = bool(a["align_corners"])
+        return Node(name, "Upsample", args, shape, (shape[0],) + tuple(hw))
 
     def _leaky_relu(self, a, shape, name, path):
         return Node(name, "LeakyReLU", dict(negative_slope=float(a["slope"])), shape, shape)
@@ -385,6 +499,11 @@ class _Resolver:
         self._need_image(shape, "AdaptiveAvgPool2d", path)
         size = pair(a["size"])
         return Node(name, "AdaptiveAvgPool2d", dict(output_size=size), shape, (shape[0],) + size)
+
+    def _adaptive_maxpool(self, a, shape, name, path):
+        self._need_image(shape, "AdaptiveMaxPool2d", path)
+        size = pair(a["size"])
+        return Node(name, "AdaptiveMaxPool2d", dict(output_size=size), shape, (shape[0],) + size)
 
     def _block(self, a, shape, name, path):
         self._need_image(shape, "BasicBlock", path)

@@ -23,6 +23,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from cnnlab.errors import ModelError
+from cnnlab.scratch.threads import one_blas_thread
 from cnnlab.utils import pair  # noqa: F401  (the layers use F.pair)
 
 
@@ -160,6 +161,16 @@ def _matmul_scatter(a, tap_weights, canvas, stride, dilation, in_hw):
     return canvas
 
 
+def _reduction_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """`_grouped_matmul` for weight gradients (G, P, M) @ (G, M, Q), M = N*Ho*Wo: when the
+    result is small and the reduction long, on one BLAS thread (see `one_blas_thread`)."""
+    p, m, q = a.shape[1], a.shape[2], b.shape[2]
+    if p * q <= 65536 and m >= 64 * max(p, q):
+        with one_blas_thread():
+            return _grouped_matmul(a, b)
+    return _grouped_matmul(a, b)
+
+
 def _grouped_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(G, M, K) @ (G, K, P) -> (G, M, P); a plain 2-D BLAS call when G == 1."""
     if a.shape[0] == 1:
@@ -216,8 +227,9 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups
     if bias is not None:
         r = _wide_rows(out.shape[0], o)
         out.reshape(-1, r * o)[...] += _per_channel(out, r, bias)
+    # the workspace travels in the cache: the input gradient by gather reuses its buffers
     cache = (cols, wmat, (n, c, h, w), weight.shape, bias is not None, stride, padding,
-             dilation, groups, (ho, wo))
+             dilation, groups, (ho, wo), workspace)
     return _nchw_view(out.reshape(n, ho, wo, o)), cache
 
 
@@ -234,16 +246,20 @@ def conv2d_backward(dout, cache, need_input_grad=True):
     dout: (N, O, Ho, Wo). Returns (dx (N, C, H, W) or None, dweight (O, C/G, kh, kw),
     dbias (O,) or None).
     """
-    cols, wmat, (n, c, h, w), wshape, has_bias, stride, padding, dilation, groups, out_hw = cache
+    (cols, wmat, (n, c, h, w), wshape, has_bias, stride, padding, dilation, groups, out_hw,
+     workspace) = cache
     o, cg, kh, kw = wshape
     d2 = _nhwc(dout).reshape(-1, o)  # (N*Ho*Wo, O)
     dg = _group(d2, groups)  # (G, M, O/G)
-    dwmat = _grouped_matmul(cols.transpose(0, 2, 1), dg)  # (G, kh*kw*Cg, O/G)
+    dwmat = _reduction_matmul(cols.transpose(0, 2, 1), dg)  # (G, kh*kw*Cg, O/G)
     dweight = dwmat.reshape(groups, kh, kw, cg, o // groups).transpose(0, 4, 3, 1, 2)
     dweight = np.ascontiguousarray(dweight).reshape(o, cg, kh, kw)
     dbias = _channel_sum(d2) if has_bias else None
     dx = None
-    if need_input_grad:
+    if need_input_grad and _dx_by_gather(c, o, groups, stride, padding, dilation, (kh, kw)):
+        dx = _nchw_view(_conv_input_grad_by_gather(d2.reshape(n, *out_hw, o), wmat[0], (h, w),
+                                                   (kh, kw), padding, dilation, workspace))
+    elif need_input_grad:
         ph, pw = padding
         canvas = np.zeros((n, h + 2 * ph, w + 2 * pw, c), cols.dtype)
         # tap (i, j) of group g: (O/G, C/G) block of the weight, (kh, kw, G, O/G, C/G)
@@ -252,6 +268,36 @@ def conv2d_backward(dout, cache, need_input_grad=True):
         dx_nhwc = canvas[:, ph:ph + h, pw:pw + w, :]
         dx = _nchw_view(dx_nhwc)
     return dx, dweight, dbias
+
+
+def _dx_by_gather(c, o, groups, stride, padding, dilation, kernel) -> bool:
+    """Whether a conv's input gradient is cheaper as a forward conv of dout (gather) than as
+    the per-tap matmul scatter. Stride 1 and groups 1 only; measured (batch 128, 3x3, one
+    BLAS thread): 1.5x faster at C = O = 16, 1.3x at 32, 1.4x at 64, equal at 128; slower when
+    C < O (a wider gather for a narrower product)."""
+    return (groups == 1 and tuple(stride) == (1, 1) and c >= o and c >= 16
+            and all(padding[i] <= dilation[i] * (kernel[i] - 1) for i in range(2)))
+
+
+def _conv_input_grad_by_gather(dout_nhwc, wmat, in_hw, kernel, padding, dilation,
+                               workspace=None):
+    """dx of a stride-1 conv as the 'full' convolution of dout with the flipped kernel:
+    pad dout by d*(k-1) - p, im2col it and multiply by the weight matrix with its taps
+    reversed and its in/out channels swapped. dout_nhwc: (N, Ho, Wo, O); wmat: (kh*kw*C, O).
+    Returns dx (N, H, W, C), contiguous."""
+    (kh, kw), (dh, dw) = kernel, dilation
+    n, _, _, o = dout_nhwc.shape
+    c = wmat.shape[0] // (kh * kw)
+    flipped = wmat.reshape(kh, kw, c, o)[::-1, ::-1].transpose(0, 1, 3, 2)
+    flipped = np.ascontiguousarray(flipped).reshape(kh * kw * o, c)
+    full = (dh * (kh - 1) - padding[0], dw * (kw - 1) - padding[1])
+    # a 'same' conv with C == O: the forward's padded input and columns have these shapes,
+    # so reuse them (the cache's columns were read for dweight already); else own buffers
+    shared = c == o and tuple(full) == tuple(padding)
+    padded = _pad_nhwc(dout_nhwc, full, workspace, key="pad" if shared else "dx_pad")
+    cols = _gather_columns(padded, kernel, (1, 1), dilation, in_hw, 1, workspace,
+                           key="cols" if shared else "dx_cols")
+    return (cols[0] @ flipped).reshape(n, *in_hw, c)
 
 
 def conv_transpose2d_output_size(size, kernel, stride, padding, output_padding, dilation):
@@ -474,6 +520,10 @@ def max_pool2d_backward(dout, cache):
     """
     xp, out, (n, c, h, w), kernel, stride, padding, dilation, out_hw = cache
     dout_nhwc = _nhwc(dout)
+    if _windows_tile(kernel, stride, padding, dilation, xp.shape[1:3], (h, w)):
+        dx = _tiled_max_pool_backward(xp, out, dout_nhwc, kernel, out_hw)
+        if dx is not None:
+            return _nchw_view(dx)
     dxp = np.zeros(xp.shape, dout_nhwc.dtype)
     overlapping = any(stride[i] < (kernel[i] - 1) * dilation[i] + 1 for i in range(2))
     taken = np.zeros(out.shape, bool)
@@ -489,6 +539,45 @@ def max_pool2d_backward(dout, cache):
                 np.multiply(dout_nhwc, hit, out=dxp[window])
     ph, pw = padding
     return _nchw_view(dxp[:, ph:ph + h, pw:pw + w, :])
+
+
+def _windows_tile(kernel, stride, padding, dilation, padded_hw, hw) -> bool:
+    """Whether pooling windows tile the input without overlap or padding (the common 2x2/2
+    pool), so max_pool2d_backward can take `_tiled_max_pool_backward`."""
+    return (tuple(stride) == tuple(kernel) and tuple(padding) == (0, 0)
+            and tuple(dilation) == (1, 1) and tuple(padded_hw) == tuple(hw))
+
+
+def _tiled_max_pool_backward(x_nhwc, out, dout_nhwc, kernel, out_hw):
+    """max_pool2d_backward for windows that tile x (stride = kernel, no padding, dilation 1),
+    on x viewed as (N, Ho, kh, Wo, kw, C): dx = dout * (x == its window's max).
+
+    When every window's max occurs once that is one comparison and one multiply (1.5-1.8x
+    faster than the tap loop at 16-64 channels). Ties (common: ReLU's zeros) keep only the
+    first maximum in row-major tap order, one pass per tap over output-sized views (1.2-1.5x
+    faster). The views have C-element runs, so below 16 channels the tap loop is as fast or
+    faster and None is returned. NaN windows pass no gradient (no element equals a NaN max),
+    as in the tap loop.
+    """
+    n, h, w, c = x_nhwc.shape
+    if c < 16:
+        return None
+    (kh, kw), (ho, wo) = kernel, out_hw
+    blocks = x_nhwc[:, :ho * kh, :wo * kw].reshape(n, ho, kh, wo, kw, c)
+    hit = blocks == out.reshape(n, ho, 1, wo, 1, c)
+    unique = np.count_nonzero(hit) == out.size and not np.isnan(out).any()
+    if not unique:
+        taken = hit[:, :, 0, :, 0, :].copy()
+        for t in range(1, kh * kw):
+            tap = hit[:, :, t // kw, :, t % kw, :]
+            np.greater(tap, taken, out=tap)  # for booleans: a hit no earlier tap has taken
+            if t < kh * kw - 1:
+                taken |= tap
+    exact = ho * kh == h and wo * kw == w  # else the rows/columns no window reads get 0
+    dx = (np.empty if exact else np.zeros)((n, h, w, c), dout_nhwc.dtype)
+    np.multiply(hit, dout_nhwc.reshape(n, ho, 1, wo, 1, c),
+                out=dx[:, :ho * kh, :wo * kw].reshape(n, ho, kh, wo, kw, c))
+    return dx
 
 
 def avg_pool2d_forward(x, kernel_size, stride=None, padding=0, count_include_pad=True,

@@ -96,9 +96,49 @@ def _layer_cases(rng, torch):
                                ("Tanh", L.Tanh(), nn.Tanh()),
                                ("Flatten", L.Flatten(), nn.Flatten())):
         yield name, ours, theirs, (n, c, h, w)
+    yield from _course_op_cases(rng, torch, n, c, h, w)
     stride = r(1, 2)
     yield ("BasicBlock", L.BasicBlock(c, c * stride, stride),
            torch_basic_block(c, c * stride, stride), (n + 1, c, h, w))
+
+
+def _course_op_cases(rng, torch, n, c, h, w):
+    """The ops CNN courses add (issue 10 item 2), with their edge cases."""
+    nn = torch.nn
+    r = lambda lo, hi: int(rng.integers(lo, hi + 1))  # noqa: E731
+    for approximate in ("none", "tanh"):
+        yield ("GELU", L.GELU(approximate), nn.GELU(approximate), (n, c, h, w))
+    yield "SiLU", L.SiLU(), nn.SiLU(), (n, c, h, w)
+    dim = r(-4, 3)
+    yield "Softmax", L.Softmax(dim), nn.Softmax(dim), (n, c, h, w)
+    yield "LogSoftmax", L.LogSoftmax(dim), nn.LogSoftmax(dim), (n, c, h, w)
+    yield "LogSoftmax", L.LogSoftmax(1), nn.LogSoftmax(1), (n + 1, r(2, 10))  # logits (N, K)
+    # LayerNorm over the last one, two and three dims, and without the affine parameters
+    for dims, affine in ((1, True), (2, True), (3, True), (int(rng.integers(1, 4)), False)):
+        shape = (c, h, w)[3 - dims:]
+        yield ("LayerNorm", L.LayerNorm(shape, elementwise_affine=affine),
+               nn.LayerNorm(shape, elementwise_affine=affine), (n, c, h, w))
+    channels = c * r(1, 3) * 2
+    divisors = [g for g in range(1, channels + 1) if channels % g == 0]
+    # one group (LayerNorm over C, H, W), a channel per group (InstanceNorm) and one between
+    for groups, affine in ((1, True), (channels, True), (int(rng.choice(divisors)), bool(r(0, 1)))):
+        yield ("GroupNorm", L.GroupNorm(groups, channels, affine=affine),
+               nn.GroupNorm(groups, channels, affine=affine), (n, channels, h, w))
+    odd_h, odd_w = 2 * r(2, 6) + 1, 2 * r(2, 6) + 1  # bins of unequal sizes that overlap
+    size = (r(1, odd_h), r(2, odd_w))
+    yield ("AdaptiveMaxPool2d", L.AdaptiveMaxPool2d(size), nn.AdaptiveMaxPool2d(size),
+           (n, c, odd_h, odd_w))
+    p = float(rng.uniform(0.1, 0.7))
+    yield "Dropout2d", L.Dropout2d(p).eval(), nn.Dropout2d(p).eval(), (n, c, h, w)  # identity
+    scale = r(2, 3)
+    yield ("Upsample", L.Upsample(scale_factor=scale, mode="nearest"),
+           nn.Upsample(scale_factor=scale, mode="nearest"), (n, c, h, w))
+    out_size = (r(1, 2 * h), r(1, 2 * w))
+    yield ("Upsample", L.Upsample(size=out_size, mode="nearest"),
+           nn.Upsample(size=out_size, mode="nearest"), (n, c, h, w))
+    for align in (False, True):
+        yield ("Upsample", L.Upsample(size=out_size, mode="bilinear", align_corners=align),
+               nn.Upsample(size=out_size, mode="bilinear", align_corners=align), (n, c, h, w))
 
 
 def torch_basic_block(in_channels, out_channels, stride=1):
@@ -119,6 +159,24 @@ def _check_dropout(rng) -> dict:
     forward_err = _rel_err(out, np.where(kept, x / (1 - p), 0.0))
     backward_err = _rel_err(layer.backward(dout), np.where(kept, dout / (1 - p), 0.0))
     return _row("Dropout", f"input {shape}, p={p:.3f}", forward_err, backward_err)
+
+
+def _check_dropout2d(rng) -> dict:
+    """Dropout2d in training: the mask read back from the output must zero whole channels, and
+    output and gradient must be the channel-wise inverted-dropout definition with that mask."""
+    p = float(rng.uniform(0.2, 0.7))
+    shape = (int(rng.integers(2, 5)), int(rng.integers(8, 20)), int(rng.integers(2, 6)),
+             int(rng.integers(2, 6)))
+    x, dout = rng.standard_normal(shape), rng.standard_normal(shape)
+    layer = L.Dropout2d(p)
+    out = layer(x)
+    kept = (out != 0).any(axis=(2, 3), keepdims=True)  # one draw per (sample, channel)
+    forward_err = _rel_err(out, np.where(kept, x / (1 - p), 0.0))
+    backward_err = _rel_err(layer.backward(dout), np.where(kept, dout / (1 - p), 0.0))
+    if not ((out != 0) == np.broadcast_to(kept, shape)).all():
+        forward_err = float("inf")  # an element was dropped alone, not with its channel
+    return _row("Dropout2d", f"input {shape}, p={p:.3f}, train (mask from the output)",
+                forward_err, backward_err)
 
 
 def _check_roi_pool(rng) -> dict:
@@ -164,6 +222,55 @@ def _check_losses(rng, torch) -> list[dict]:
     t_loss.backward()
     rows.append(_row("MSELoss", f"output {(n, k)}", _rel_err(value, t_loss),
                      _rel_err(mse.backward(), t_output.grad)))
+    return rows + _check_course_losses(rng, torch, losses, n, k)
+
+
+def _loss_row(op, case, ours, their_fn, output, target, torch) -> dict:
+    """One loss forward/backward against torch's functional form; a `none` reduction's
+    per-element losses get a random upstream gradient."""
+    value = ours.forward(output, target)
+    t_output = torch.tensor(output, requires_grad=True)
+    t_value = their_fn(t_output, torch.tensor(target))
+    dloss = np.random.default_rng(len(case)).standard_normal(np.shape(value)) if np.ndim(value) else 1.0
+    t_value.backward(torch.tensor(dloss))
+    return _row(op, case, _rel_err(value, t_value), _rel_err(ours.backward(dloss), t_output.grad))
+
+
+def _check_course_losses(rng, torch, losses, n, k) -> list[dict]:
+    """NLLLoss and BCEWithLogitsLoss in every reduction, with class weights, ignore_index
+    (NLL, with a target that uses it) and pos_weight (BCE)."""
+    functional = torch.nn.functional
+    rows = []
+    log_probs = functional.log_softmax(torch.tensor(rng.standard_normal((n + 1, k)) * 2), 1).numpy()
+    target = rng.integers(0, k, n + 1)
+    # the ignored class 0 occurs, but not everywhere: an all-ignored mean is NaN (in torch too)
+    target[0], target[1] = 0, int(rng.integers(1, k))
+    weight = rng.uniform(0.2, 2.0, k)
+    for reduction in ("mean", "sum", "none"):
+        for use_weight, ignore in ((False, -100), (True, 0)):
+            kwargs = dict(reduction=reduction, ignore_index=ignore,
+                          weight=weight if use_weight else None)
+            t_kwargs = dict(kwargs, weight=torch.tensor(weight) if use_weight else None)
+            case = (f"log-probs {log_probs.shape}, reduction={reduction}"
+                    f"{', class weight, ignore_index=0' if use_weight else ''}")
+            rows.append(_loss_row("NLLLoss", case, losses.NLLLoss(**kwargs),
+                                  lambda o, t, kw=t_kwargs: functional.nll_loss(o, t, **kw),
+                                  log_probs, target, torch))
+    logits = rng.standard_normal((n, k)) * 3
+    goal = rng.uniform(0, 1, (n, k))  # soft targets, as torch allows
+    element_weight, pos_weight = rng.uniform(0.2, 2.0, (1, k)), rng.uniform(0.2, 3.0, k)
+    for reduction in ("mean", "sum", "none"):
+        for with_weights in (False, True):
+            kwargs = dict(reduction=reduction, weight=element_weight if with_weights else None,
+                          pos_weight=pos_weight if with_weights else None)
+            t_kwargs = {key: torch.tensor(v) if isinstance(v, np.ndarray) else v
+                        for key, v in kwargs.items()}
+            case = (f"logits {logits.shape}, reduction={reduction}"
+                    f"{', weight (1, C), pos_weight (C,)' if with_weights else ''}")
+            rows.append(_loss_row(
+                "BCEWithLogitsLoss", case, losses.BCEWithLogitsLoss(**kwargs),
+                lambda o, t, kw=t_kwargs: functional.binary_cross_entropy_with_logits(o, t, **kw),
+                logits, goal, torch))
     return rows
 
 
@@ -181,7 +288,7 @@ def run_checks(seed: int | None = None) -> list[dict]:
     try:
         rows = [_compare(op, ours, theirs, shape, rng, torch)
                 for op, ours, theirs, shape in _layer_cases(rng, torch)]
-        rows += [_check_dropout(rng), _check_roi_pool(rng)]
+        rows += [_check_dropout(rng), _check_dropout2d(rng), _check_roi_pool(rng)]
         rows += _check_losses(rng, torch)
     finally:
         scratch_random.set_state(saved_rng)

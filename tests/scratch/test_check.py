@@ -10,7 +10,8 @@ from cnnlab.scratch import random as scratch_random
 
 LAYER_OPS = {"Conv2d", "ConvTranspose2d", "Linear", "MaxPool2d", "AvgPool2d",
              "AdaptiveAvgPool2d", "BatchNorm1d", "BatchNorm2d", "ReLU", "LeakyReLU", "Sigmoid",
-             "Tanh", "Flatten", "BasicBlock", "Dropout", "RoIPool"}
+             "Tanh", "Flatten", "BasicBlock", "Dropout", "RoIPool", "GELU", "SiLU", "Softmax",
+             "LogSoftmax", "LayerNorm", "GroupNorm", "AdaptiveMaxPool2d", "Dropout2d", "Upsample"}
 
 
 def test_run_checks_covers_every_op_and_passes():
@@ -18,7 +19,11 @@ def test_run_checks_covers_every_op_and_passes():
     rows = check.run_checks(seed=7)
     assert scratch_random.get_state() == before  # the user's generator is left alone
     assert LAYER_OPS <= {row["op"] for row in rows}
-    assert {"CrossEntropyLoss", "MSELoss"} <= {row["op"] for row in rows}
+    assert {"CrossEntropyLoss", "MSELoss", "NLLLoss", "BCEWithLogitsLoss"} <= {row["op"] for row in rows}
+    cases = " | ".join(row["case"] for row in rows)
+    for edge in ("train (mask from the output)", "reduction=none", "pos_weight", "ignore_index=0",
+                 "elementwise_affine=False", "mode='bilinear'"):
+        assert edge in cases
     for row in rows:
         assert row["passed"], row
         assert 0 <= row["forward_err"] < check.TOLERANCE
