@@ -37,7 +37,10 @@ from cnnlab.utils import did_you_mean
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
 ONECYCLE_DIV_FACTOR = 25.0  # torch's default: onecycle starts at max_lr / 25
-DEFAULT_WARMUP_EPOCHS = 0.25  # schedule.warmup_epochs: null, for the schedules without their own
+DEFAULT_WARMUP_EPOCHS = 0.25  # schedule.warmup_epochs: null, for the schedules below
+# onecycle warms up by itself; step keeps its decays on epoch boundaries (a warm-up before it
+# would shift every decay)
+WARMED_UP_BY_DEFAULT = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -81,10 +84,10 @@ class ScheduleConfig:
         first `pct_start` of the run, then anneal; the final lr is `min_lr` when > 0).
     warmup_epochs: linear warmup from `warmup_start_factor * lr` over this many epochs (a
         fraction is fine) before the schedule; 0: none. null, the default, is a quarter of an
-        epoch (`DEFAULT_WARMUP_EPOCHS`) for constant, step and cosine, and none for onecycle,
-        which warms up by itself: without it, SGD at the default rate blows the loss up in the
-        first batches on CIFAR-10 (simple_cnn: 2.5 -> 16 per sample by batch 5). A step
-        schedule's decays then come that quarter epoch later.
+        epoch (`DEFAULT_WARMUP_EPOCHS`) for constant and cosine: without it, SGD at the default
+        rate blows the loss up in the first batches on CIFAR-10 (simple_cnn: 2.5 -> 16 per
+        sample by batch 5). None for onecycle, which warms up by itself, and for step, whose
+        decays stay on epoch boundaries (set warmup_epochs explicitly there).
     cycle_momentum: onecycle also cycles momentum (or Adam's beta1) inversely to the lr.
     """
 
@@ -201,7 +204,7 @@ def build_scheduler(optimizer: Any, schedule_cfg: Any, steps_per_epoch: int, epo
     total_steps = steps_per_epoch * epochs
     warmup_epochs = number("warmup_epochs")
     if warmup_epochs is None:  # the default: a short warmup, kept shorter than the run
-        warmup_epochs = 0.0 if name == "onecycle" else DEFAULT_WARMUP_EPOCHS
+        warmup_epochs = DEFAULT_WARMUP_EPOCHS if name in WARMED_UP_BY_DEFAULT else 0.0
         warmup_steps = min(int(round(warmup_epochs * steps_per_epoch)), total_steps - 1)
     else:
         warmup_steps = int(round(warmup_epochs * steps_per_epoch))

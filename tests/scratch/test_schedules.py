@@ -162,7 +162,9 @@ def _schedule(cfg, steps_per_epoch=10, epochs=6, lr=0.2, optimizer=None):
 
 
 def test_build_constant():
-    assert set(_schedule({"name": "constant"})) == {0.2}
+    assert set(_schedule({"name": "constant", "warmup_epochs": 0})) == {0.2}
+    warm = _schedule({"name": "constant"})  # the default quarter-epoch warm-up: 2 of 10 steps
+    assert warm[0] == pytest.approx(0.02) and set(warm[2:]) == {0.2}
 
 
 def test_build_step_decays_on_epoch_boundaries():
