@@ -48,5 +48,8 @@ def _private_cache(tmp_path_factory):
 def _limit_threads():
     import torch
 
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    # pytest-xdist workers share the cores: each gets its share, so two workers on two cores do
+    # not oversubscribe them (tests that start their own processes set their own threads)
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // workers)))
     yield
