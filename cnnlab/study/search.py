@@ -24,6 +24,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.runs import read_result
 from cnnlab.study.spec import RunSpec, SearchSpec, Study, Variant, expand_variant
 from cnnlab.training.callbacks import Callback
+from cnnlab.utils import make_dirs
 
 STORAGE_FILE = "search.db"
 BEST_VARIANT = "best configuration"
@@ -167,7 +168,7 @@ class Search:
                 with _suppress_missing():
                     self.optuna_study = optuna.load_study(study_name=self.name, storage=_storage(self.url))
             return
-        self.study_dir.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.study_dir)  # an unwritable study folder: OutputError naming it, exit 2
         storage = _storage(self.url)
         previous = 0
         if self.name in {s.study_name for s in optuna.get_all_study_summaries(storage)}:
