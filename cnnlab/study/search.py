@@ -112,7 +112,8 @@ class OptunaPruning(Callback):
         if self.trial is None or not isinstance(value, float) or not math.isfinite(value):
             return
         self.trial.report(value, epoch)
-        if self.trial.should_prune():
+        # after the last epoch there is nothing left to save: the trial counts as complete
+        if epoch < self.state.epochs and self.trial.should_prune():
             self.state.stop(PRUNED, f"pruned by Optuna's median pruner after epoch {epoch}: val_acc "
                                     f"{100 * value:.2f}% is below the median of earlier trials at that epoch")
 
