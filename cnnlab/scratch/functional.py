@@ -23,7 +23,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from cnnlab.errors import ModelError
-from cnnlab.scratch.threads import one_blas_thread
+from cnnlab.scratch.threads import kernel_threads, one_blas_thread, run_parts, split_range
 from cnnlab.utils import pair  # noqa: F401  (the layers use F.pair)
 
 
@@ -92,6 +92,18 @@ def _window_slice(a: int, b: int, stride, dilation, out_hw) -> tuple[slice, slic
     )
 
 
+REDUCTION_PARTS = 2  # a long weight-gradient reduction is summed from this many products
+PARALLEL_MIN = 1 << 20  # elements per part below which an element-wise pass is not split
+
+
+def _in_parts(rows: int, size: int, work) -> None:
+    """Call `work(s)` for consecutive slices `s` covering range(rows), one per kernel thread
+    when the pass touches `size` elements in all and each part gets PARALLEL_MIN of them.
+    For NumPy's element-wise passes and copies, which run on one thread however large."""
+    parts = split_range(rows, min(kernel_threads(), rows, max(1, size // PARALLEL_MIN)))
+    run_parts([lambda s=s: work(s) for s in parts])
+
+
 def _pad_nhwc(x_nhwc: np.ndarray, padding, workspace=None, key="pad", fill=0.0,
               extra=(0, 0)) -> np.ndarray:
     """Zero- (or `fill`-) padded copy (N, H+2ph+eh, W+2pw+ew, C); x itself when there is no
@@ -131,7 +143,8 @@ def _gather_columns(xp, kernel, stride, dilation, out_hw, groups, workspace=None
     view = _windows(xp, kernel, stride, dilation, out_hw)  # (N, Ho, Wo, kh, kw, C)
     view = view.reshape(n, ho, wo, kh, kw, groups, cg).transpose(5, 0, 1, 2, 3, 4, 6)
     cols = _buffer(workspace, key, (groups, n * ho * wo, kh * kw * cg), xp.dtype)
-    np.copyto(cols.reshape(groups, n, ho, wo, kh, kw, cg), view)
+    target = cols.reshape(groups, n, ho, wo, kh, kw, cg)
+    _in_parts(n, cols.size, lambda s: np.copyto(target[:, s], view[:, s]))
     return cols
 
 
@@ -162,12 +175,21 @@ def _matmul_scatter(a, tap_weights, canvas, stride, dilation, in_hw):
 
 
 def _reduction_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """`_grouped_matmul` for weight gradients (G, P, M) @ (G, M, Q), M = N*Ho*Wo: when the
-    result is small and the reduction long, on one BLAS thread (see `one_blas_thread`)."""
+    """`_grouped_matmul` for weight gradients (G, P, M) @ (G, M, Q), M = N*Ho*Wo. When the
+    result is small and the reduction long, OpenBLAS's own threads synchronise too often (see
+    `one_blas_thread`): the reduction is cut into REDUCTION_PARTS parts, each a product on one
+    BLAS thread, run side by side on the kernel threads and summed. The number of parts is
+    fixed, not the thread count, so the sum's rounding (and a run's numbers) do not depend on
+    the machine's cores."""
     p, m, q = a.shape[1], a.shape[2], b.shape[2]
     if p * q <= 65536 and m >= 64 * max(p, q):
+        parts = split_range(m, REDUCTION_PARTS if m >= REDUCTION_PARTS * 64 * max(p, q) else 1)
         with one_blas_thread():
-            return _grouped_matmul(a, b)
+            products = run_parts([lambda s=s: _grouped_matmul(a[:, :, s], b[:, s]) for s in parts])
+        total = products[0]
+        for product in products[1:]:
+            total += product
+        return total
     return _grouped_matmul(a, b)
 
 
@@ -825,8 +847,13 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, num_batches_tra
                 f"{x.shape}. Use a batch of at least 2 or call eval()."
             )
         mean = _channel_sum(x2) / m
-        np.subtract(x2.reshape(-1, r * c), _per_channel(x2, r, mean), out=centered)
-        out = centered * centered  # the squares' buffer becomes the output below
+        wide, tiled_mean = x2.reshape(-1, r * c), _per_channel(x2, r, mean)
+        out = np.empty_like(centered)  # the squares' buffer becomes the output below
+
+        def center_and_square(s):
+            np.subtract(wide[s], tiled_mean, out=centered[s])
+            np.multiply(centered[s], centered[s], out=out[s])
+        _in_parts(len(centered), 2 * centered.size, center_and_square)
         var = _channel_sum(out.reshape(m, c)) / m
         if num_batches_tracked is not None:
             num_batches_tracked += 1
@@ -841,8 +868,12 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, num_batches_tra
         np.subtract(x2.reshape(-1, r * c), _per_channel(x2, r, running_mean), out=centered)
         out = np.empty_like(centered)
     inv_std = (1.0 / np.sqrt(var + eps)).astype(x2.dtype, copy=False)
-    np.multiply(centered, _per_channel(x2, r, gamma * inv_std), out=out)
-    out += _per_channel(x2, r, beta)
+    scale, shift = _per_channel(x2, r, gamma * inv_std), _per_channel(x2, r, beta)
+
+    def normalise(s):
+        np.multiply(centered[s], scale, out=out[s])
+        out[s] += shift
+    _in_parts(len(centered), 2 * centered.size, normalise)
     return back(out.reshape(m, c)), (centered, gamma, inv_std, training, r)
 
 
@@ -861,13 +892,21 @@ def batchnorm_backward(dout, cache, workspace=None):
     wide = d2.reshape(-1, r * c)
     dbeta = _channel_sum(d2)
     # the product's buffer is reused below for the second term
-    product = np.multiply(wide, centered, out=_buffer(workspace, "product", wide.shape, d2.dtype))
+    product = _buffer(workspace, "product", wide.shape, d2.dtype)
+    _in_parts(len(wide), wide.size, lambda s: np.multiply(wide[s], centered[s], out=product[s]))
     dgamma = _channel_sum(product.reshape(m, c)) * inv_std
     k1 = gamma * inv_std
-    dx = wide * _per_channel(d2, r, k1)
-    if training:
-        dx += np.multiply(centered, _per_channel(d2, r, -k1 * inv_std * dgamma / m), out=product)
-        dx += _per_channel(d2, r, -k1 * dbeta / m)
+    k1_tiled = _per_channel(d2, r, k1)
+    k2_tiled = _per_channel(d2, r, -k1 * inv_std * dgamma / m)
+    k3_tiled = _per_channel(d2, r, -k1 * dbeta / m)
+    dx = np.empty(wide.shape, d2.dtype)
+
+    def input_gradient(s):
+        np.multiply(wide[s], k1_tiled, out=dx[s])
+        if training:
+            dx[s] += np.multiply(centered[s], k2_tiled, out=product[s])
+            dx[s] += k3_tiled
+    _in_parts(len(wide), 3 * wide.size, input_gradient)
     return back(dx.reshape(m, c)), dgamma, dbeta
 
 
@@ -895,13 +934,27 @@ def dropout_backward(dout, cache):
 
 def relu_forward(x):
     """Elementwise max(x, 0); any shape."""
-    out = np.maximum(x, 0)
+    if x.ndim == 0 or x.size < 2 * PARALLEL_MIN:
+        out = np.maximum(x, 0)
+        return out, out
+    out = np.empty_like(x)  # like x: an NCHW view of NHWC memory stays one
+    _in_parts(len(x), x.size, lambda s: np.maximum(x[s], 0, out=out[s]))
     return out, out
 
 
 def relu_backward(dout, cache):
     """The gradient passes where the output is positive (torch's rule)."""
-    return dout * (cache > 0)
+    if (dout.ndim == 0 or dout.size < 2 * PARALLEL_MIN or dout.shape != cache.shape
+            or dout.dtype != cache.dtype):
+        return dout * (cache > 0)
+    dx = np.empty_like(cache)
+    zero = cache.dtype.type(0)
+
+    def part(s):
+        np.greater(cache[s], zero, out=dx[s])  # 1.0 where positive, in the output's dtype
+        np.multiply(dx[s], dout[s], out=dx[s])
+    _in_parts(len(cache), cache.size, part)
+    return dx
 
 
 def leaky_relu_forward(x, negative_slope=0.01):

@@ -11,6 +11,7 @@ runs unchanged.
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Iterator
 
 
@@ -35,7 +36,7 @@ def blas_threads(threads: int | None) -> Iterator[None]:
     except ImportError:
         yield
         return
-    with threadpool_limits(limits=int(threads), user_api="blas"):
+    with _kernel_threads_set(threads), threadpool_limits(limits=int(threads), user_api="blas"):
         yield
 
 
@@ -64,3 +65,60 @@ def one_blas_thread() -> Iterator[None]:
         return
     with pools.limit(limits=1):
         yield
+
+
+# --------------------------------------------------------------------------------------------
+# kernel threads: a kernel splits its work into independent parts, each on one BLAS thread.
+#
+# Two OpenBLAS threads synchronise many times inside one product; on busy cores each waits for
+# the other (see `one_blas_thread`). Parts that share nothing until one final sum or copy wait
+# once, at the end, so a kernel split in two is never much slower than one thread and is close
+# to twice as fast on idle cores. NumPy releases the GIL inside matmuls and array copies, so
+# plain Python threads run the parts in parallel.
+
+_KERNEL_THREADS: list[int] = []  # the kernels' thread count, set by `blas_threads`, else found once
+_POOL: list = []
+# a forked child has the pool object but none of its threads: it starts its own
+os.register_at_fork(after_in_child=_POOL.clear)
+
+
+def kernel_threads() -> int:
+    """How many parts a kernel may split its work into: the thread count `blas_threads` set
+    around the caller, else NumPy's BLAS pool size when the process started."""
+    if not _KERNEL_THREADS:
+        _KERNEL_THREADS.append(max(1, current_blas_threads() or 1))
+    return _KERNEL_THREADS[-1]
+
+
+@contextlib.contextmanager
+def _kernel_threads_set(threads: int) -> Iterator[None]:
+    kernel_threads()  # the process default goes first, so the stack pops back to it
+    _KERNEL_THREADS.append(max(1, int(threads)))
+    try:
+        yield
+    finally:
+        _KERNEL_THREADS.pop()
+
+
+def run_parts(parts: list) -> list:
+    """Call each zero-argument function of `parts`, up to `kernel_threads()` at once (one on
+    this thread, the rest on a pool), and return their results in order."""
+    threads = min(len(parts), kernel_threads())
+    if threads == 1:
+        return [part() for part in parts]
+    if threads < len(parts):  # more parts than threads: each thread takes a run of them
+        runs = [parts[s] for s in split_range(len(parts), threads)]
+        return [result for run in run_parts([lambda r=r: [p() for p in r] for r in runs])
+                for result in run]
+    if not _POOL:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL.append(ThreadPoolExecutor(max_workers=7, thread_name_prefix="cnnlab-kernel"))
+    futures = [_POOL[0].submit(part) for part in parts[1:]]
+    first = parts[0]()
+    return [first] + [future.result() for future in futures]
+
+
+def split_range(count: int, parts: int) -> list[slice]:
+    """`parts` consecutive slices covering range(count), as even as integers allow."""
+    return [slice(i * count // parts, (i + 1) * count // parts) for i in range(parts)]

@@ -19,3 +19,55 @@ def test_blas_threads_limits_inside_the_block_and_restores_after():
     assert current_blas_threads() == before
     with blas_threads(None):
         assert current_blas_threads() == before
+
+
+def test_kernel_threads_follow_blas_threads_and_restore():
+    pytest.importorskip("threadpoolctl")
+    from cnnlab.scratch.threads import kernel_threads
+
+    before = kernel_threads()
+    with blas_threads(3):
+        assert kernel_threads() == 3
+        with blas_threads(1):
+            assert kernel_threads() == 1
+        assert kernel_threads() == 3
+    assert kernel_threads() == before
+
+
+def test_run_parts_returns_results_in_order_and_split_range_covers_everything():
+    from cnnlab.scratch.threads import run_parts, split_range
+
+    for threads in (1, 2, 3):
+        with blas_threads(threads):
+            assert run_parts([lambda i=i: i * i for i in range(5)]) == [0, 1, 4, 9, 16]
+    for count, parts in [(10, 3), (7, 7), (128, 2), (1, 1)]:
+        slices = split_range(count, parts)
+        assert len(slices) == parts
+        assert [i for s in slices for i in range(count)[s]] == list(range(count))
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_a_conv_weight_gradient_and_columns_split_over_kernel_threads_match_one_piece(threads):
+    """The long-reduction weight gradient (summed parts) and the im2col copy (batch parts)
+    give what one undivided product and copy give, and the same bits for any thread count."""
+    pytest.importorskip("threadpoolctl")
+    from cnnlab.scratch import functional as F
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 16, 32, 32))
+    weight = rng.standard_normal((16, 16, 3, 3))
+    dout = rng.standard_normal((64, 16, 32, 32))
+    with blas_threads(threads):
+        out, cache = F.conv2d_forward(x, weight, None, 1, 1)
+        _, dweight, _ = F.conv2d_backward(dout, cache)
+    cols = cache[0][0]  # (N*H*W, 9*C)
+    assert cols.size > F.PARALLEL_MIN  # large enough to be copied in parts
+    xp = np.pad(x.transpose(0, 2, 3, 1), ((0, 0), (1, 1), (1, 1), (0, 0)))
+    windows = np.stack([xp[:, a:a + 32, b:b + 32] for a in range(3) for b in range(3)], axis=3)
+    np.testing.assert_array_equal(cols, windows.reshape(64 * 32 * 32, -1))
+    reference = (cols.T @ dout.transpose(0, 2, 3, 1).reshape(-1, 16))  # (9*C, O), one product
+    reference = reference.reshape(3, 3, 16, 16).transpose(3, 2, 0, 1)
+    np.testing.assert_allclose(dweight, reference, rtol=1e-12, atol=1e-9)
+    with blas_threads(1):
+        _, cache = F.conv2d_forward(x, weight, None, 1, 1)
+        np.testing.assert_array_equal(F.conv2d_backward(dout, cache)[1], dweight)
