@@ -74,6 +74,9 @@ TARGET_MODELS = ("lenet", "deep_cnn", "small_cnn", "simple_cnn", "vgg8_bn")
 REPORTED_MODELS = ("resnet18_cifar",)
 TARGET = 1.3
 BATCH = 128  # train.batch_size's default, as in the labs
+# a pause before each engine's turn: an engine's idle pool threads (torch's OpenMP, OpenBLAS)
+# spin for a while after their last task and would take a core from the other engine's turn
+SETTLE_S = 0.5
 OPTIM = {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4}
 
 
@@ -206,6 +209,7 @@ def compare(model: str, args) -> dict:
         order = ("scratch", "torch") if repeat % 2 == 0 else ("torch", "scratch")
         times = {}
         for engine in order:
+            time.sleep(SETTLE_S)
             times[engine] = time_steps(scratch_step if engine == "scratch" else torch_step, data, steps)
         scratch_times.append(times["scratch"])
         torch_times.append(times["torch"])
