@@ -53,3 +53,22 @@ def _limit_threads():
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
     torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // workers)))
     yield
+
+
+# The files that take longest (measured: tens of seconds each, most of it in subprocesses) run
+# first. `-n 2 --dist loadfile` hands files to the two workers in collection order, so a long
+# file collected last keeps one worker busy while the other idles; longest first keeps the
+# workers' finishing times within the length of one short file.
+LONGEST_FIRST = (
+    "study/test_examples.py", "study/test_ray_backend.py", "test_fault_injection.py",
+    "study/test_signals.py", "study/test_search.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:
+        path = Path(str(item.fspath)).as_posix()
+        return next((i for i, name in enumerate(LONGEST_FIRST) if path.endswith("tests/" + name)),
+                    len(LONGEST_FIRST))
+
+    items.sort(key=rank)  # stable: the order within each file and among the rest is unchanged
