@@ -934,7 +934,7 @@ def dropout_backward(dout, cache):
 
 def relu_forward(x):
     """Elementwise max(x, 0); any shape."""
-    if x.ndim == 0 or x.size < 2 * PARALLEL_MIN:
+    if x.ndim == 0:  # nothing to split (and np.maximum of a 0-d array returns a scalar)
         out = np.maximum(x, 0)
         return out, out
     out = np.empty_like(x)  # like x: an NCHW view of NHWC memory stays one
@@ -944,9 +944,8 @@ def relu_forward(x):
 
 def relu_backward(dout, cache):
     """The gradient passes where the output is positive (torch's rule)."""
-    if (dout.ndim == 0 or dout.size < 2 * PARALLEL_MIN or dout.shape != cache.shape
-            or dout.dtype != cache.dtype):
-        return dout * (cache > 0)
+    if dout.ndim == 0 or dout.shape != cache.shape or dout.dtype != cache.dtype:
+        return dout * (cache > 0)  # broadcasting or mixed dtypes: NumPy's rules, unsplit
     dx = np.empty_like(cache)
     zero = cache.dtype.type(0)
 

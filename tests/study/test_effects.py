@@ -5,8 +5,8 @@ effect without BN; the analysis must find both, at the sizes planted, and nothin
 
 import math
 import random
-import zlib
 import re
+import zlib
 
 import pytest
 
