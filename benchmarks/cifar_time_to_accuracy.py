@@ -7,12 +7,17 @@ In one invocation, on `--threads` CPU threads:
 - trains `examples/cifar10_fast.yaml` over `--seeds` seeds, and the classic lab recipe once
   (simple_cnn, Adam 1e-3, step schedule halving every 10 epochs, crop + flip + rotate, batch
   128, `--classic-epochs` epochs);
-- prints, for each run, validation accuracy against cumulative training seconds (the epochs'
-  wall time, validation pass included), the seconds to reach 75% validation accuracy, and the
-  final test accuracy (the test set is evaluated once, at the end, from the best checkpoint);
-- prints the fast recipe's achieved training FLOP/s against this machine's dense float32 matmul
-  peak measured in the same run (training FLOPs = 3 x 2 x MACs per image x images trained: a
-  backward pass costs about twice the forward; the MAC counter is cnnlab.models');
+- prints, for each run, validation accuracy against cumulative training seconds (the training
+  passes' wall time; the validation passes are not counted, their total is printed beside),
+  the seconds to reach 75% validation accuracy, and the final test accuracy (the test set is
+  evaluated once, at the end, from the best checkpoint);
+- prints the fast recipe's achieved training FLOP/s (training FLOPs over the training passes'
+  seconds) against this machine's dense matmul peak in the precision the recipe trains at
+  (bf16 with `train.amp: true`, else float32), measured in the same run before and after
+  training (the best of 1024/2048/4096 squares, median of 7 each). Training FLOPs per image are
+  measured by torch.utils.flop_counter on one forward + backward of the recipe's model, and
+  printed beside cnnlab's MAC counter's estimate (6 x conv/linear MACs: the counter is exact
+  for the forward; the first layer needs no input gradient, so 6x overstates it slightly);
 - prints last the ratio of the fast recipe's time-to-75% (median over seeds) to the classic's.
 Targets on 2 cores: fast >= 90.0% test accuracy (mean of 3 seeds) within 600 s of training;
 time-to-75% ratio <= 0.25; >= 40% of the matmul peak. CIFAR-10 is the JPEG copy in
@@ -37,7 +42,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP
 import torch  # noqa: E402
 
 from cnnlab.config import load_config  # noqa: E402
-from cnnlab.training import train  # noqa: E402
+from cnnlab.training import Callback, train  # noqa: E402
 
 TARGET_VAL = 0.75
 FAST_RECIPE = ROOT / "examples" / "cifar10_fast.yaml"
@@ -50,28 +55,56 @@ CLASSIC = {
 }
 
 
-def matmul_peak(threads: int, size: int = 2048, repeats: int = 7) -> float:
-    """Dense float32 matmul FLOP/s on `threads` threads (median of `repeats`)."""
+def matmul_peak(threads: int, dtype=torch.float32, sizes=(1024, 2048, 4096), repeats: int = 7) -> float:
+    """Dense matmul FLOP/s in `dtype` on `threads` threads: the best size's median of `repeats`."""
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    torch.mm(a, b)  # warm up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.mm(a, b)
-        times.append(time.perf_counter() - start)
+    best = 0.0
+    for size in sizes:
+        a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+        torch.mm(a, b)  # warm up
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            torch.mm(a, b)
+            times.append(time.perf_counter() - start)
+        best = max(best, 2 * size**3 / statistics.median(times))
     torch.set_num_threads(previous)
-    return 2 * size**3 / statistics.median(times)
+    return best
 
 
-def curve(run) -> list[tuple[float, float]]:
-    """(cumulative training seconds, validation accuracy) after each epoch."""
-    seconds, points = 0.0, []
-    for row in run.metrics:
-        seconds += float(row["epoch_s"])
-        points.append((seconds, float(row["val_acc"])))
-    return points
+def training_flops_per_image(config) -> float:
+    """FLOPs of one training step per image, as torch's flop counter measures them on the
+    recipe's model (forward, loss and backward of a batch of 4)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from cnnlab import models
+
+    model = models.build(config.model.name, (3, 32, 32), 10, engine="torch",
+                         **config.model.resolved_options())
+    x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    with FlopCounterMode(display=False) as counter:
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+    return counter.get_total_flops() / 4
+
+
+def models_macs(config) -> int:
+    from cnnlab import models
+
+    return models.resolve(config.model.name, (3, 32, 32), 10,
+                          **config.model.resolved_options()).conv_linear_macs()
+
+
+class TrainingSeconds(Callback):
+    """(cumulative training-pass seconds, validation accuracy) after each epoch: the x axis
+    counts training only, not the validation passes (which TTA makes several times dearer)."""
+
+    def __init__(self):
+        self.seconds, self.points = 0.0, []
+
+    def on_epoch_end(self, epoch, logs):
+        self.seconds += logs["train_s"]
+        self.points.append((self.seconds, logs["val_acc"]))
 
 
 def time_to(points, target: float) -> float | None:
@@ -80,13 +113,14 @@ def time_to(points, target: float) -> float | None:
 
 def run_one(label: str, config) -> dict:
     load = os.getloadavg()[0]
-    run = train(config)
-    points = curve(run)
+    seconds = TrainingSeconds()
+    run = train(config, callbacks=[seconds])
+    points = seconds.points
+    with_validation = sum(float(row["epoch_s"]) for row in run.metrics)
     r = run.result
     images = r["train_samples"] // config.train.batch_size * config.train.batch_size * r["epochs_run"]
-    epochs_s = sum(float(row["epoch_s"]) for row in run.metrics)  # validation passes included
     return {"label": label, "points": points, "t75": time_to(points, TARGET_VAL), "test": r["test_acc"],
-            "train_s": r["train_s"], "epoch_s": epochs_s, "flops": 6 * r["macs"] * images,
+            "train_s": r["train_s"], "epoch_s": with_validation, "images": images, "precision": r["features"]["precision"],
             "load": (load, os.getloadavg()[0])}
 
 
@@ -100,7 +134,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a key of the fast recipe, e.g. --set train.epochs=8")
     args = parser.parse_args()
-    peak = matmul_peak(args.threads)
+    peaks = {"float32": [matmul_peak(args.threads)], "bf16": [matmul_peak(args.threads, torch.bfloat16)]}
     rows = []
     with tempfile.TemporaryDirectory() as out:
         common = [f"train.threads={args.threads}", f"train.out={out}", f"data.data_dir={args.data_dir}"]
@@ -110,10 +144,14 @@ def main() -> None:
         if not args.skip_classic:
             config = load_config(CLASSIC, [*common, f"train.epochs={args.classic_epochs}"])
             rows.append(run_one("classic", config))
+        fast_config = load_config(FAST_RECIPE, [*common, *args.set])
+    peaks["float32"].append(matmul_peak(args.threads))
+    peaks["bf16"].append(matmul_peak(args.threads, torch.bfloat16))
     for row in rows:
         curve_text = ", ".join(f"{s:.0f}s:{100 * a:.1f}%" for s, a in row["points"])
         t75 = f"{row['t75']:.1f} s" if row["t75"] is not None else "not reached"
-        print(f"{row['label']}: test {100 * row['test']:.2f}%, {row['train_s']:.1f} s of training, "
+        print(f"{row['label']}: test {100 * row['test']:.2f}%, {row['train_s']:.1f} s of training "
+              f"({row['epoch_s']:.1f} s with the validation passes), "
               f"time to {100 * TARGET_VAL:.0f}% val {t75}; load {row['load'][0]:.1f} -> "
               f"{row['load'][1]:.1f}\n  val acc vs seconds: {curve_text}")
     fast = [r for r in rows if r["label"].startswith("fast")]
@@ -121,10 +159,18 @@ def main() -> None:
     print(f"fast recipe: test {100 * statistics.mean(accs):.2f}% mean of {len(accs)} seed(s)"
           + (f" (± {100 * statistics.stdev(accs):.2f})" if len(accs) > 1 else "")
           + f", {statistics.mean(r['train_s'] for r in fast):.1f} s of training per run (target >= 90.0% in 600 s)")
-    achieved = statistics.median(r["flops"] / r["epoch_s"] for r in fast)
-    print(f"fast recipe training FLOP/s: {achieved / 1e9:.1f} GFLOP/s against a matmul peak of "
-          f"{peak / 1e9:.1f} GFLOP/s on {args.threads} threads: {100 * achieved / peak:.0f}% "
-          "(epoch time includes validation, so this understates the training pass)")
+    measured = training_flops_per_image(fast_config)
+    estimated = 6 * models_macs(fast_config)
+    precision = "bf16" if fast[0]["precision"].startswith("bf16") else "float32"
+    peak = max(peaks[precision])
+    achieved = statistics.median(measured * r["images"] / r["train_s"] for r in fast)
+    print(f"training FLOPs per image: {measured / 1e6:.1f} M measured by torch's flop counter "
+          f"(cnnlab's MAC counter, 6 x conv/linear MACs: {estimated / 1e6:.1f} M)")
+    print(f"matmul peak on {args.threads} threads, best before/after training: "
+          + ", ".join(f"{name} {max(values) / 1e9:.0f} GFLOP/s" for name, values in peaks.items()))
+    print(f"fast recipe training FLOP/s ({fast[0]['precision']}): {achieved / 1e9:.1f} GFLOP/s over "
+          f"the training passes = {100 * achieved / peak:.0f}% of the {precision} matmul peak "
+          f"(target >= 40%)")
     classic = next((r for r in rows if r["label"] == "classic"), None)
     t_fast = [r["t75"] for r in fast if r["t75"] is not None]
     if classic is None or classic["t75"] is None or not t_fast:

@@ -101,6 +101,7 @@ class ScratchEngine:
         self.loss_fn = loss_fn or CrossEntropyLoss(label_smoothing=label_smoothing)
         params = model.parameters()
         self.dtype = params[0].data.dtype if params else np.dtype(np.float32)
+        self.precision = str(self.dtype)
         self.ema = WeightAverage(self._live(), ema) if ema else None
 
     def _parameters(self) -> dict:

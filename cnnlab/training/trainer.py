@@ -256,6 +256,7 @@ def _static_result(session: Session, run_dir: Path) -> dict:
         "features": {"augment": list(c.data.augment), "translate": c.data.translate,
                      "cutout": c.data.cutout, "tta": list(c.eval.tta), "ema": c.train.ema,
                      "whiten": c.model.whiten, "compile": c.train.compile,
+                     "amp": c.train.amp, "precision": session.engine.precision,
                      "label_smoothing": c.train.label_smoothing,
                      "bias_lr_scale": c.optim.bias_lr_scale,
                      "bias_weight_decay": c.optim.bias_weight_decay,

@@ -56,6 +56,19 @@ def test_resnet18_conv_linear_macs():
     assert models.resolve("resnet18").conv_linear_macs() == 37_016_576
 
 
+@pytest.mark.parametrize("name,options", [("fast_cnn", {"width": 0.5}), ("simple_cnn", {}),
+                                          ("vgg8_bn", {}), ("lenet", {})])
+def test_conv_linear_macs_are_half_of_torchs_counted_forward_flops(name, options):
+    # the CIFAR benchmark's FLOP/s figure rests on this count
+    from torch.utils.flop_counter import FlopCounterMode
+
+    node = models.resolve(name, **options)
+    net = models.build(name, **options).eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        net(torch.zeros(3, *node.in_shape))
+    assert 2 * node.conv_linear_macs() == counter.get_total_flops() / 3
+
+
 def test_models_adapt_to_other_inputs_and_class_counts():
     net = models.build("lenet", input_shape=(3, 32, 32), num_classes=100).eval()
     assert tuple(net(torch.zeros(1, 3, 32, 32)).shape) == (1, 100)

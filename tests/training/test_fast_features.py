@@ -131,11 +131,13 @@ def _metrics(run_dir):
     return [line.rsplit(",", 1)[0] for line in (run_dir / "metrics.csv").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("engine_name", ["torch", "scratch"])
+@pytest.mark.parametrize("engine_name", ["torch", "torch_bf16", "scratch"])
 def test_resume_with_ema_and_tta_is_bit_exact_on_cpu(tiny_config, engine_name):
+    bf16 = engine_name == "torch_bf16"  # CPU autocast is deterministic too
     config = tiny_config(**{"train.ema": 0.9, "eval.tta": ["flip"], "model.whiten": True,
                             "data.augment": ["flip_alternate", "translate", "cutout"],
-                            "data.cutout": 3, "train.engine": engine_name, "train.epochs": 3,
+                            "data.cutout": 3, "train.engine": "torch" if bf16 else engine_name,
+                            "train.amp": bf16 or "auto", "train.epochs": 3,
                             "data.train_limit": 200, "optim.lookahead_steps": 3,
                             "optim.bias_lr_scale": 2.0})
     full = train(config, quiet=True)
@@ -148,6 +150,8 @@ def test_resume_with_ema_and_tta_is_bit_exact_on_cpu(tiny_config, engine_name):
     features = full.result["features"]
     assert features["ema"] == 0.9 and features["tta"] == ["flip"] and features["whiten"] is True
     assert features["lookahead"] == {"steps": 3, "alpha": 0.5} and features["bias_lr_scale"] == 2.0
+    assert features["precision"] == {"torch": "float32", "torch_bf16": "bf16 autocast",
+                                     "scratch": "float32"}[engine_name]
     # the best checkpoint holds the averaged weights that gave the test accuracy
     best = full.checkpoint("best")
     assert "train_model" in best and set(best["model"]) == set(best["train_model"])
@@ -159,6 +163,31 @@ def test_compile_is_a_torch_engine_option():
     engine = TorchEngine(_net(), SGD, device="cpu", compile=True)
     assert engine._forward is not engine.model  # compiled lazily, on the first batch
     assert set(engine.state_dict()["model"]) == set(_net().state_dict())  # keys unprefixed
+
+
+def test_amp_true_runs_the_cpu_forward_in_bf16_and_the_loss_in_float32():
+    x, y = _batch()
+    seen = {}
+    plain = TorchEngine(_net(), SGD, device="cpu", channels_last=False)  # amp "auto": float32 on CPU
+    autocast = TorchEngine(_net(), SGD, device="cpu", channels_last=False, amp=True)
+    assert (plain.precision, autocast.precision) == ("float32", "bf16 autocast")
+    hook = autocast.model[0].register_forward_hook(lambda m, i, out: seen.update(conv=out.dtype))
+    loss_sum, correct = autocast.train_batch(x, y)
+    hook.remove()
+    assert seen["conv"] == torch.bfloat16 and isinstance(loss_sum, float) and 0 <= correct <= len(y)
+    # bf16 keeps about 3 significant digits: the two engines' losses agree to that, not exactly
+    reference, _ = plain.train_batch(x, y)
+    assert loss_sum != reference and abs(loss_sum - reference) < 0.02 * abs(reference)
+    assert autocast.predict(x).dtype == np.float32
+
+
+def test_amp_is_validated_and_recorded():
+    assert load_config({}).train.amp == "auto"
+    assert load_config({"train": {"amp": False}}).train.amp is False
+    with pytest.raises(ConfigError, match="train.amp.*auto, true or false"):
+        load_config({"train": {"amp": "fp16"}})
+    with pytest.raises(ConfigError, match="train.amp: true.*only the torch engine"):
+        load_config({"train": {"amp": True, "engine": "scratch"}})
 
 
 def test_fast_options_are_validated():
