@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import platform
 import statistics
 import sys
 import tempfile
@@ -42,6 +43,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP
 import torch  # noqa: E402
 
 from cnnlab.config import load_config  # noqa: E402
+from cnnlab.engines.torch_engine import cpu_has_bf16  # noqa: E402
 from cnnlab.training import Callback, train  # noqa: E402
 
 TARGET_VAL = 0.75
@@ -86,6 +88,16 @@ def training_flops_per_image(config) -> float:
     with FlopCounterMode(display=False) as counter:
         torch.nn.functional.cross_entropy(model(x), y).backward()
     return counter.get_total_flops() / 4
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def models_macs(config) -> int:
@@ -134,6 +146,9 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a key of the fast recipe, e.g. --set train.epochs=8")
     args = parser.parse_args()
+    print(f"CPU: {cpu_name()}, torch {torch.__version__} "
+          f"({torch.backends.cpu.get_cpu_capability()}), native bf16 (AMX or AVX512-BF16): "
+          f"{'yes' if cpu_has_bf16() else 'no'}; load {os.getloadavg()[0]:.2f}")
     peaks = {"float32": [matmul_peak(args.threads)], "bf16": [matmul_peak(args.threads, torch.bfloat16)]}
     rows = []
     with tempfile.TemporaryDirectory() as out:

@@ -8,6 +8,7 @@ talks to engines only through the protocol in docs/ARCHITECTURE.md, so the same 
 from __future__ import annotations
 
 import contextlib
+import warnings
 
 import numpy as np
 import torch
@@ -79,6 +80,13 @@ def build_model(root) -> nn.Module:
 TORCH_OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU runs bf16 matmuls and convolutions natively (AMX or AVX512-BF16), so
+    CPU autocast (`train.amp: true`) pays; torch's checks are private, hence the fallback."""
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+    return any(check() for check in checks if check is not None)
+
+
 def _has_conv(model: nn.Module) -> bool:
     return any(isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) for m in model.modules())
 
@@ -113,6 +121,10 @@ class TorchEngine:
         self._on_cuda = self._device.type == "cuda"
         self._autocast = amp is True or (amp == "auto" and self._on_cuda)
         self.precision = "bf16 autocast" if self._autocast else "float32"
+        if self._autocast and not self._on_cuda and not cpu_has_bf16():
+            warnings.warn("train.amp is true, but this CPU has neither AMX nor AVX512-BF16, so "
+                          "bf16 arithmetic is emulated and usually slower than float32: set "
+                          "train.amp to auto or false here.", RuntimeWarning, stacklevel=2)
         if self._on_cuda:  # fixed batch shapes: let cuDNN pick the fastest conv algorithms
             torch.backends.cudnn.benchmark = True
         # compiled lazily on the first batch; self.model stays the plain module, so state

@@ -181,6 +181,14 @@ def test_amp_true_runs_the_cpu_forward_in_bf16_and_the_loss_in_float32():
     assert autocast.predict(x).dtype == np.float32
 
 
+def test_amp_on_a_cpu_without_bf16_hardware_warns(monkeypatch):
+    import cnnlab.engines.torch_engine as torch_engine
+
+    monkeypatch.setattr(torch_engine, "cpu_has_bf16", lambda: False)
+    with pytest.warns(RuntimeWarning, match="neither AMX nor AVX512-BF16"):
+        TorchEngine(_net(), SGD, device="cpu", amp=True)
+
+
 def test_amp_is_validated_and_recorded():
     assert load_config({}).train.amp == "auto"
     assert load_config({"train": {"amp": False}}).train.amp is False
