@@ -75,19 +75,19 @@ def matmul_peak(threads: int, dtype=torch.float32, sizes=(1024, 2048, 4096), rep
     return best
 
 
-def training_flops_per_image(config) -> float:
-    """FLOPs of one training step per image, as torch's flop counter measures them on the
-    recipe's model (forward, loss and backward of a batch of 4)."""
+def training_flops_per_image(config) -> tuple[float, float]:
+    """FLOPs of one training step per image: (measured by torch's flop counter on the recipe's
+    model, forward, loss and backward of a batch of 4; cnnlab's estimate, 6 x conv/linear MACs)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from cnnlab import models
+    from cnnlab import engines, models
 
-    model = models.build(config.model.name, (3, 32, 32), 10, engine="torch",
-                         **config.model.resolved_options())
+    node = models.resolve(config.model.name, (3, 32, 32), 10, **config.model.resolved_options())
+    model = engines.get("torch").build_model(node)
     x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
     with FlopCounterMode(display=False) as counter:
         torch.nn.functional.cross_entropy(model(x), y).backward()
-    return counter.get_total_flops() / 4
+    return counter.get_total_flops() / 4, 6 * node.conv_linear_macs()
 
 
 def cpu_name() -> str:
@@ -98,13 +98,6 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def models_macs(config) -> int:
-    from cnnlab import models
-
-    return models.resolve(config.model.name, (3, 32, 32), 10,
-                          **config.model.resolved_options()).conv_linear_macs()
 
 
 class TrainingSeconds(Callback):
@@ -174,8 +167,7 @@ def main() -> None:
     print(f"fast recipe: test {100 * statistics.mean(accs):.2f}% mean of {len(accs)} seed(s)"
           + (f" (± {100 * statistics.stdev(accs):.2f})" if len(accs) > 1 else "")
           + f", {statistics.mean(r['train_s'] for r in fast):.1f} s of training per run (target >= 90.0% in 600 s)")
-    measured = training_flops_per_image(fast_config)
-    estimated = 6 * models_macs(fast_config)
+    measured, estimated = training_flops_per_image(fast_config)
     precision = "bf16" if fast[0]["precision"].startswith("bf16") else "float32"
     peak = max(peaks[precision])
     achieved = statistics.median(measured * r["images"] / r["train_s"] for r in fast)

@@ -436,9 +436,13 @@ def _coerce(value, hint, key: str):
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         if value is None:
             return None
-        if hint == Union[bool, str]:  # a switch with a word for its default (train.amp: auto)
-            return value if isinstance(value, bool) else _coerce(value, str, key)
-        return _coerce(value, args[0], key)
+        # the first member the value fits, in declared order (train.amp: true | false | "auto")
+        for arg in args[:-1]:
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError:
+                pass
+        return _coerce(value, args[-1], key)
     if origin is tuple:
         return _coerce_tuple(value, typing.get_args(hint), key)
     if origin is list or hint is list:

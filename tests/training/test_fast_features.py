@@ -175,7 +175,7 @@ def test_amp_true_runs_the_cpu_forward_in_bf16_and_the_loss_in_float32():
     loss_sum, correct = autocast.train_batch(x, y)
     hook.remove()
     assert seen["conv"] == torch.bfloat16 and isinstance(loss_sum, float) and 0 <= correct <= len(y)
-    # bf16 keeps about 3 significant digits: the two engines' losses agree to that, not exactly
+    # bf16 keeps about 3 significant digits: the two runs' losses agree to that, not exactly
     reference, _ = plain.train_batch(x, y)
     assert loss_sum != reference and abs(loss_sum - reference) < 0.02 * abs(reference)
     assert autocast.predict(x).dtype == np.float32
