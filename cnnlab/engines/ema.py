@@ -1,5 +1,6 @@
-"""Weight averaging for either engine: an exponential moving average (`WeightAverage`) and
-Lookahead's slow weights (`Lookahead`).
+"""Weight averaging for either engine: an exponential moving average (`WeightAverage`),
+Lookahead's slow weights (`Lookahead`), and `WeightAveraging`, the one object through which an
+engine drives both (so the engines share these calls rather than each repeating them).
 
 `WeightAverage` works on a model's live state: a dict `name -> tensor or array` whose values
 are the model's own storage (torch's `state_dict()` tensors share it; the NumPy engine's
@@ -127,3 +128,52 @@ class Lookahead:
         for name, slow in self.slow.items():
             _assign(slow, saved["slow"][name])
         self.count = int(saved["count"])
+
+
+class WeightAveraging:
+    """The weight averages an engine keeps beside its optimiser (an EMA, Lookahead, either or
+    neither), behind the five calls every engine makes: `after_step`, `for_training`,
+    `for_evaluation`, `checkpoint_entries` and `restore`.
+
+    `parameters` and `live` are callables returning the model's storage (name -> tensor or
+    array): its parameters (what Lookahead moves) and its parameters with its buffers (what the
+    EMA averages). Called afresh each time, so they see the model's current storage."""
+
+    def __init__(self, parameters, live, ema_decay: float | None, lookahead: Lookahead | None):
+        self._parameters, self._live = parameters, live
+        self.lookahead = lookahead
+        self.ema = WeightAverage(live(), ema_decay) if ema_decay else None
+
+    def after_step(self) -> None:
+        """After each optimiser step: Lookahead first (it may reset the fast weights), then
+        the EMA of the weights the next step starts from."""
+        if self.lookahead is not None:
+            self.lookahead.step(self._parameters())
+        if self.ema is not None:
+            self.ema.update(self._live())
+
+    def for_training(self) -> None:
+        if self.ema is not None:
+            self.ema.swap_out(self._live())
+
+    def for_evaluation(self) -> None:
+        if self.ema is not None:
+            self.ema.swap_in(self._live())
+
+    def checkpoint_entries(self) -> dict:
+        """Entries to add to the engine's state dict (the EMA's replace its `model`)."""
+        entries = {}
+        if self.ema is not None:
+            entries.update(self.ema.checkpoint_entries(self._live()))
+        if self.lookahead is not None:
+            entries.update(self.lookahead.checkpoint_entries())
+        return entries
+
+    def restore(self, state: dict, load_model) -> None:
+        """Load a checkpoint's weights through `load_model` and the averages' own entries."""
+        if self.ema is not None:
+            self.ema.restore(state, self._live(), load_model)
+        else:
+            load_model(state["model"])
+        if self.lookahead is not None:
+            self.lookahead.restore(state, self._parameters())

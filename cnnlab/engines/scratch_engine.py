@@ -15,7 +15,7 @@ import numpy as np
 
 import cnnlab.scratch as scratch
 from cnnlab.engines.build import check_supported, instantiate
-from cnnlab.engines.ema import WeightAverage
+from cnnlab.engines.ema import WeightAveraging
 from cnnlab.engines.optim import build_lookahead, build_optimizer
 from cnnlab.errors import ConfigError, ModelError
 from cnnlab.scratch import optim as scratch_optim
@@ -96,13 +96,13 @@ class ScratchEngine:
         _skip_input_gradient(model)
         self.optimizer = build_optimizer(model.parameters(), optim_cfg, SCRATCH_OPTIMIZERS,
                                          names=[name for name, _, _ in model.named_parameters()])
-        self.lookahead = build_lookahead(self._parameters(), optim_cfg)
         # loss_fn: another loss with the same interface (a student's, see engines.student_layers)
         self.loss_fn = loss_fn or CrossEntropyLoss(label_smoothing=label_smoothing)
         params = model.parameters()
         self.dtype = params[0].data.dtype if params else np.dtype(np.float32)
         self.precision = str(self.dtype)
-        self.ema = WeightAverage(self._live(), ema) if ema else None
+        self.averaging = WeightAveraging(self._parameters, self._live, ema,
+                                         build_lookahead(self._parameters(), optim_cfg))
 
     def _parameters(self) -> dict:
         """The parameters as the model's own arrays (updated in place)."""
@@ -115,14 +115,12 @@ class ScratchEngine:
         return live
 
     def train(self) -> None:
-        if self.ema is not None:
-            self.ema.swap_out(self._live())
+        self.averaging.for_training()
         self.model.train()
 
     def eval(self) -> None:
         self.model.eval()
-        if self.ema is not None:
-            self.ema.swap_in(self._live())
+        self.averaging.for_evaluation()
 
     def train_batch(self, x, y) -> tuple[float, int]:
         """One SGD step on (x (B, C, H, W) float32, y (B,) int64); returns (loss sum, correct)."""
@@ -132,10 +130,7 @@ class ScratchEngine:
         self.optimizer.zero_grad()  # the layers accumulate into .grad, as torch's do
         self.model.backward(self.loss_fn.backward())
         self.optimizer.step()
-        if self.lookahead is not None:
-            self.lookahead.step(self._parameters())
-        if self.ema is not None:
-            self.ema.update(self._live())
+        self.averaging.after_step()
         return loss * y.shape[0], num_correct(logits, y)
 
     def eval_batch(self, x, y) -> tuple[float, int]:
@@ -169,10 +164,7 @@ class ScratchEngine:
             "optimizer": self.optimizer.state_dict(),
             "rng": scratch_random.get_state(),
         }
-        if self.ema is not None:
-            state.update(self.ema.checkpoint_entries(self._live()))
-        if self.lookahead is not None:
-            state.update(self.lookahead.checkpoint_entries())
+        state.update(self.averaging.checkpoint_entries())
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -183,12 +175,7 @@ class ScratchEngine:
                 f"ScratchEngine.load_state_dict expects a dict with 'model' (and optionally "
                 f"'optimizer', 'rng'); got {got}."
             )
-        if self.ema is not None:
-            self.ema.restore(state, self._live(), self.model.load_state_dict)
-        else:
-            self.model.load_state_dict(state["model"])
-        if self.lookahead is not None:
-            self.lookahead.restore(state, self._parameters())
+        self.averaging.restore(state, self.model.load_state_dict)
         if state.get("optimizer"):
             self.optimizer.load_state_dict(state["optimizer"])
         if state.get("rng"):

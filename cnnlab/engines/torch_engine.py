@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from cnnlab.engines.build import instantiate
-from cnnlab.engines.ema import WeightAverage
+from cnnlab.engines.ema import WeightAveraging
 from cnnlab.engines.optim import build_lookahead, build_optimizer
 from cnnlab.errors import ConfigError
 
@@ -116,7 +116,6 @@ class TorchEngine:
         named = list(self.model.named_parameters())
         self.optimizer = build_optimizer([p for _, p in named], optim_cfg, TORCH_OPTIMIZERS,
                                          names=[n for n, _ in named])
-        self.lookahead = build_lookahead(self._parameters(), optim_cfg)
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self._on_cuda = self._device.type == "cuda"
         self._autocast = amp is True or (amp == "auto" and self._on_cuda)
@@ -130,21 +129,20 @@ class TorchEngine:
         # compiled lazily on the first batch; self.model stays the plain module, so state
         # dicts keep their keys (a compiled module prefixes them with `_orig_mod.`)
         self._forward = torch.compile(self.model) if compile else self.model
-        self.ema = WeightAverage(self.model.state_dict(), ema) if ema else None
+        self.averaging = WeightAveraging(self._parameters, self.model.state_dict, ema,
+                                         build_lookahead(self._parameters(), optim_cfg))
 
     def _parameters(self) -> dict:
         """The parameters' storage without autograd (Lookahead writes into it)."""
         return {name: p.data for name, p in self.model.named_parameters()}
 
     def train(self) -> None:
-        if self.ema is not None:
-            self.ema.swap_out(self.model.state_dict())
+        self.averaging.for_training()
         self.model.train()
 
     def eval(self) -> None:
         self.model.eval()
-        if self.ema is not None:
-            self.ema.swap_in(self.model.state_dict())
+        self.averaging.for_evaluation()
 
     def _inputs(self, x) -> torch.Tensor:
         x = torch.as_tensor(x).to(self._device, non_blocking=True)
@@ -174,10 +172,7 @@ class TorchEngine:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        if self.lookahead is not None:
-            self.lookahead.step(self._parameters())
-        if self.ema is not None:
-            self.ema.update(self.model.state_dict())
+        self.averaging.after_step()
         return self._totals(loss, logits, y)
 
     @torch.no_grad()
@@ -211,19 +206,11 @@ class TorchEngine:
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "rng": rng}
-        if self.ema is not None:
-            state.update(self.ema.checkpoint_entries(self.model.state_dict()))
-        if self.lookahead is not None:
-            state.update(self.lookahead.checkpoint_entries())
+        state.update(self.averaging.checkpoint_entries())
         return state
 
     def load_state_dict(self, state: dict) -> None:
-        if self.ema is not None:
-            self.ema.restore(state, self.model.state_dict(), self.model.load_state_dict)
-        else:
-            self.model.load_state_dict(state["model"])
-        if self.lookahead is not None:
-            self.lookahead.restore(state, self._parameters())
+        self.averaging.restore(state, self.model.load_state_dict)
         if state.get("optimizer"):
             self.optimizer.load_state_dict(state["optimizer"])
         rng = state.get("rng") or {}

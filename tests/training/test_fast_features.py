@@ -294,7 +294,7 @@ def test_lookahead_matches_a_hand_computation(engine_name):
     for key, value in ours.state_dict().items():
         value = value.detach().numpy() if hasattr(value, "detach") else value
         np.testing.assert_allclose(value, expected[key].numpy(), rtol=1e-9, atol=1e-12, err_msg=key)
-    assert engine.lookahead.count == 5
+    assert engine.averaging.lookahead.count == 5
     with pytest.raises(ConfigError, match="optim.lookahead_alpha"):
         load_config(overrides={"optim.lookahead_steps": 5, "optim.lookahead_alpha": 0})
 
@@ -306,3 +306,37 @@ def _scratch_twin(reference):
                               scratch.Flatten(), scratch.Linear(48, 2)).to(np.float64)
     twin.load_state_dict(reference.state_dict())
     return twin
+
+
+def test_weight_averaging_moves_lookahead_first_then_averages_and_round_trips():
+    """WeightAveraging on plain arrays: Lookahead (steps 1, alpha 0.5) resets the fast weight
+    before the EMA (decay 0.5) averages it; the buffer is averaged but not looked ahead; a
+    checkpoint restores both averages and the training weights."""
+    from cnnlab.engines.ema import Lookahead, WeightAveraging
+
+    weight, buffer = np.array([0.0]), np.array([2.0])
+    parameters = lambda: {"w": weight}  # noqa: E731
+    live = lambda: {"w": weight, "b": buffer}  # noqa: E731
+    averaging = WeightAveraging(parameters, live, 0.5, Lookahead(parameters(), 1, 0.5))
+    weight[...], buffer[...] = 4.0, 6.0  # an optimiser step
+    averaging.after_step()
+    assert weight[0] == 2.0  # slow 0 + 0.5 * (4 - 0), and the fast weight restarts there
+    assert averaging.ema.average["w"][0] == 1.0 and averaging.ema.average["b"][0] == 4.0
+    saved = {"model": {"w": weight.copy(), "b": buffer.copy()}, **averaging.checkpoint_entries()}
+    averaging.for_evaluation()
+    assert weight[0] == 1.0 and buffer[0] == 4.0  # the average is what gets evaluated
+    averaging.for_training()
+    assert weight[0] == 2.0 and buffer[0] == 6.0
+    weight[...], buffer[...] = 9.0, 9.0
+    restored = WeightAveraging(parameters, live, 0.5, Lookahead(parameters(), 1, 0.5))
+
+    def load_model(state):
+        weight[...], buffer[...] = state["w"], state["b"]
+
+    restored.restore(saved, load_model)
+    assert weight[0] == 2.0 and buffer[0] == 6.0  # the training weights, not the average
+    assert restored.ema.average["w"][0] == 1.0 and restored.lookahead.slow["w"][0] == 2.0
+    plain = WeightAveraging(parameters, live, None, None)
+    assert plain.checkpoint_entries() == {}
+    plain.restore({"model": {"w": np.array([5.0]), "b": np.array([7.0])}}, load_model)
+    assert weight[0] == 5.0 and buffer[0] == 7.0
