@@ -45,7 +45,7 @@ TIMING = ("epoch_s",)  # metrics.csv columns that measure time, the only ones al
 RESULT_KEYS = ("status", "test_acc", "test_loss", "per_class_acc", "best_epoch", "best_value",
                "best_val_acc", "epochs_run")
 TEMP = re.compile(r"^\.(?P<target>.+)\.(?P<pid>\d+)@[0-9a-f]{8}\.[a-z0-9_]{8}\.tmp$")
-PRELOAD = [__name__, "torch", "torch._dynamo", "torch.optim", "threadpoolctl", "sklearn.datasets",
+PRELOAD = [__name__, "torch", "torch._dynamo", "torch.optim", "threadpoolctl",
            "PIL.Image", "matplotlib.figure", "matplotlib.backends.backend_agg", "cnnlab.cli", "cnnlab.api",
            "cnnlab.training", "cnnlab.scratch.threads", "cnnlab.results.plots", "cnnlab.study",
            *(f"cnnlab.commands.{name}" for name in COMMAND_MODULES)]  # torch.optim imports _dynamo

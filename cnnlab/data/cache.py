@@ -1,12 +1,14 @@
 """A cache of decoded datasets as `.npy` files, keyed by the source's path, size and mtime.
 
 Layout: `<cache_root>/<stem>-<path hash>-<state hash>/{train,test}_{images,labels}.npy` plus
-`meta.json`, written last, which marks the entry complete. Arrays are read back with
+`meta.json`, written last, which marks the entry complete; `<entry>.lock` beside it is held
+(flock) while one process builds the entry, so processes that miss together decode once. Arrays are read back with
 `allow_pickle=False`; every file is written atomically.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -61,17 +63,46 @@ def cached_splits(cache_root: Path | None, source: Path,
     splits = _read_entry(entry)
     if splits is not None:
         return splits
-    splits = build()
+    with _building(entry):
+        # a study's workers start together: the first decodes, the others wait here and read
+        # its entry, instead of all decoding the same 60,000 JPEGs at once on the same cores
+        splits = _read_entry(entry)
+        if splits is not None:
+            return splits
+        splits = build()
+        try:
+            _write_entry(entry, splits, source)
+            _remove_stale_siblings(entry)
+        except (OSError, OutputError) as err:  # a cache only saves time: warn and go on without it
+            target, reason = ((err.target, err.reason) if isinstance(err, OutputError)
+                              else (entry, err.strerror or str(err)))
+            warnings.warn(f"the decoded-data cache '{target}' could not be written ({reason}), so every "
+                          "load decodes the source again; free space there or point $CNNLAB_CACHE at "
+                          "a writable folder.", stacklevel=2)
+        return splits
+
+
+@contextlib.contextmanager
+def _building(entry: Path):
+    """Hold an exclusive lock on `<entry>.lock` while the entry is built. Where the lock file
+    cannot be made or the file system has no flock, build unlocked: the entry's files are
+    written atomically, so concurrent builders only cost time."""
+    fd = None
     try:
-        _write_entry(entry, splits, source)
-        _remove_stale_siblings(entry)
-    except (OSError, OutputError) as err:  # a cache only saves time: warn and go on without it
-        target, reason = ((err.target, err.reason) if isinstance(err, OutputError)
-                          else (entry, err.strerror or str(err)))
-        warnings.warn(f"the decoded-data cache '{target}' could not be written ({reason}), so every "
-                      "load decodes the source again; free space there or point $CNNLAB_CACHE at "
-                      "a writable folder.", stacklevel=2)
-    return splits
+        import fcntl  # POSIX only; elsewhere concurrent builders just repeat the work
+
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(entry.parent / f"{entry.name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except (ImportError, OSError):
+        if fd is not None:
+            os.close(fd)
+        fd = None
+    try:
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)  # closing releases the lock
 
 
 def _read_entry(entry: Path) -> dict[str, ArrayDataset] | None:
@@ -113,6 +144,8 @@ def _remove_stale_siblings(entry: Path) -> None:
     for sibling in entry.parent.glob(prefix + "*"):
         if sibling != entry and sibling.is_dir():
             shutil.rmtree(sibling, ignore_errors=True)
+        elif sibling.name.endswith(".lock") and sibling.name != f"{entry.name}.lock":
+            sibling.unlink(missing_ok=True)
 
 
 def _short_hash(text: str) -> str:

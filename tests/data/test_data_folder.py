@@ -69,7 +69,7 @@ def test_cache_hit_skips_decoding_and_a_changed_source_is_decoded_again(tmp_path
     _tar_tree(tmp_path / "tree", tmp_path / "pets.tar", "pets")
     data_dir = tmp_path / "data"
     first = load(f"folder:{tmp_path / 'pets.tar'}", data_dir)
-    entries = list(Path(os.environ["CNNLAB_CACHE"]).iterdir())
+    entries = [p for p in Path(os.environ["CNNLAB_CACHE"]).iterdir() if p.is_dir()]
     assert len(entries) == 1 and (entries[0] / "meta.json").is_file()
 
     def must_not_decode(path, workers=None):
@@ -86,7 +86,40 @@ def test_cache_hit_skips_decoding_and_a_changed_source_is_decoded_again(tmp_path
     os.utime(tmp_path / "pets.tar", ns=(1, 1))  # a new mtime even on coarse clocks
     third = load(f"folder:{tmp_path / 'pets.tar'}", data_dir)
     assert not np.array_equal(third["train"].images, first["train"].images)
-    assert len(list(Path(os.environ["CNNLAB_CACHE"]).iterdir())) == 1  # the stale entry was removed
+    # the stale entry and its lock file were removed
+    (entry,) = [p for p in Path(os.environ["CNNLAB_CACHE"]).iterdir() if p.is_dir()]
+    assert sorted(p.name for p in entry.parent.iterdir()) == [entry.name, f"{entry.name}.lock"]
+
+
+def test_processes_that_miss_the_cache_together_decode_once(tmp_path, write_image_tree, monkeypatch):
+    """The first builder holds the entry's lock; the others wait, then read what it wrote."""
+    import threading
+    import time
+
+    from cnnlab.data.cache import cached_splits
+
+    write_image_tree(tmp_path / "tree")
+    calls = []
+
+    def slow_build():
+        calls.append(threading.get_ident())
+        time.sleep(0.3)  # long enough that every other thread arrives while this one builds
+        return read_image_folder(tmp_path / "tree", workers=1)
+
+    cache_root = Path(os.environ["CNNLAB_CACHE"])
+    results = [None] * 4
+
+    def load_one(i):
+        results[i] = cached_splits(cache_root, tmp_path / "tree", slow_build)
+
+    threads = [threading.Thread(target=load_one, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert len(calls) == 1
+    for got in results:
+        np.testing.assert_array_equal(got["train"].images, results[0]["train"].images)
 
 
 def test_relative_folder_name_is_also_looked_up_in_the_data_dir(tmp_path, write_image_tree, monkeypatch):

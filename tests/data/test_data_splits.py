@@ -63,6 +63,27 @@ def test_digits_is_embedded_stratified_and_scaled():
     np.testing.assert_array_equal(load("digits")["test"].labels, splits["test"].labels)
 
 
+def test_digits_are_scikit_learns_read_without_importing_it(monkeypatch):
+    """The file is read directly (importing scikit-learn costs ~2 s per run process); the
+    result is exactly what `sklearn.datasets.load_digits` gives, and so is the fallback."""
+    import subprocess
+    import sys
+
+    from cnnlab.data import registry
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    bunch = sklearn_digits()
+    expected = np.column_stack([bunch.data, bunch.target])
+    np.testing.assert_array_equal(registry._digits_table(), expected)
+    # where the file is not found, scikit-learn's own loader gives the same table
+    monkeypatch.setattr(registry.importlib.util, "find_spec", lambda name: None)
+    np.testing.assert_array_equal(registry._digits_table(), expected)
+    probe = ("import sys; from cnnlab.data.registry import load; load('digits'); "
+             "print('sklearn' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
 def test_prepare_limits_splits_and_normalises_on_train_only():
     prepared = prepare(_cfg(train_limit=500, val_fraction=0.2), seed=1)
     assert len(prepared.train) == 400 and len(prepared.val) == 100 and len(prepared.test) == 359
