@@ -2,8 +2,8 @@
 
 Layout: `<cache_root>/<stem>-<path hash>-<state hash>/{train,test}_{images,labels}.npy` plus
 `meta.json`, written last, which marks the entry complete; `<entry>.lock` beside it is held
-(flock) while one process builds the entry, so processes that miss together decode once. Arrays are read back with
-`allow_pickle=False`; every file is written atomically.
+(flock) while one process builds the entry, so processes that miss together decode once.
+Arrays are read back with `allow_pickle=False`; every file is written atomically.
 """
 
 from __future__ import annotations
