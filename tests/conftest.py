@@ -31,12 +31,16 @@ def shared_data() -> Path:
 
 @pytest.fixture(autouse=True)
 def _private_cache(tmp_path_factory):
-    """Each test gets its own decoded-data cache, never the user's ~/.cache.
+    """Each test gets its own decoded-data cache, never the user's ~/.cache, and loads its
+    datasets afresh.
 
     Set directly (not through `monkeypatch`) so a test's own `monkeypatch.undo()` keeps it.
     """
+    from cnnlab.data.cache import forget_loaded
+
     before = os.environ.get("CNNLAB_CACHE")
     os.environ["CNNLAB_CACHE"] = str(tmp_path_factory.mktemp("cnnlab-cache"))
+    forget_loaded()  # nor datasets another test loaded into this process
     yield
     if before is None:
         os.environ.pop("CNNLAB_CACHE", None)

@@ -54,9 +54,10 @@ class BatchLoader:
         # flip_alternate's half: fixed by the seed alone, so it stays put across epochs
         half_generator = torch.Generator().manual_seed(epoch_seed(self.seed, -1))
         self.flip_half = torch.rand(len(dataset), generator=half_generator) < 0.5
-        images = dataset.images if dataset.images.flags.writeable else dataset.images.copy()
+        # torch tensors need writable memory; a dataset kept in memory for reuse is read-only
+        images, labels = (a if a.flags.writeable else a.copy() for a in (dataset.images, dataset.labels))
         self.images = torch.from_numpy(np.ascontiguousarray(images)).to(self.device)
-        self.labels = torch.from_numpy(dataset.labels).to(self.device)
+        self.labels = torch.from_numpy(labels).to(self.device)
         mean_t, std_t = self._per_channel(mean, "mean"), self._per_channel(std, "std")
         if bool((std_t <= 0).any()):
             raise DataError(f"BatchLoader std must be positive per channel; received {tuple(std)}.")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnlab.data.cache import cached_splits
+from cnnlab.data.cache import cached_splits, file_key, remembered
 from cnnlab.data.cifar import BATCH_DIR, read_cifar10
 from cnnlab.data.dataset import ArrayDataset
 from cnnlab.data.download import DEFAULT_TIMEOUT_S, download as fetch, file_md5, is_network_error
@@ -140,7 +140,7 @@ def load(name: str, data_dir: str | os.PathLike | None = None, download: bool = 
         paths = _find_files(spec, root)
     if name == "cifar10":
         return _load_cifar10(root, paths[0])
-    return _load_idx(spec, *paths)
+    return remembered(file_key(paths), lambda: _load_idx(spec, *paths))
 
 
 def _image_folder_copy(name: str, root: Path) -> Path | None:
@@ -234,7 +234,8 @@ def _load_idx(spec: RemoteDataset, train_images: Path, train_labels: Path,
 def _load_cifar10(root: Path, archive: Path | None) -> dict[str, ArrayDataset]:
     batch_dir = _find_cifar_dir(root)
     if batch_dir is not None:
-        return _cifar_splits(batch_dir)  # the extracted batches load fast; no cache needed
+        # the extracted batches load fast: no cache on disk, only this process's memory
+        return remembered(file_key(sorted(batch_dir.iterdir())), lambda: _cifar_splits(batch_dir))
     # decompressing 170 MB on every load costs seconds: keep the arrays
     return cached_splits(resolve_cache_dir(), archive, lambda: _cifar_splits(archive))
 

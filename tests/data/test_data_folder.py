@@ -9,6 +9,7 @@ import pytest
 import cnnlab.data.folder as folder_module
 import cnnlab.data.registry as registry
 from cnnlab.data import load
+from cnnlab.data.cache import forget_loaded
 from cnnlab.data.folder import read_image_folder
 from cnnlab.errors import DataError
 
@@ -76,6 +77,7 @@ def test_cache_hit_skips_decoding_and_a_changed_source_is_decoded_again(tmp_path
         raise AssertionError("decoded again despite a valid cache")
 
     monkeypatch.setattr(registry, "read_image_folder", must_not_decode)
+    forget_loaded()  # the entry on disk is what is tested here, not this process's memory
     second = load(f"folder:{tmp_path / 'pets.tar'}", data_dir)
     np.testing.assert_array_equal(second["train"].images, first["train"].images)
     assert second["test"].classes == first["test"].classes
