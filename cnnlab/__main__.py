@@ -1,5 +1,3 @@
-import sys
+from cnnlab.cli import run
 
-from cnnlab.cli import main
-
-sys.exit(main())
+run()

@@ -103,3 +103,36 @@ def test_debug_is_accepted_after_the_subcommand(tmp_path, monkeypatch):
     assert main(["train", "--resume", "nowhere"]) == 2
     with pytest.raises(ConfigError, match="not a run folder"):  # --debug shows the traceback
         main(["train", "--resume", "nowhere", "--debug"])
+
+
+def _leave_in_a_child(code: str) -> "subprocess.CompletedProcess":
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=root)
+
+
+def test_the_command_exits_with_its_code_after_the_exit_handlers_and_flushed_output():
+    """With torch loaded the command skips the interpreter's teardown, not the exit handlers."""
+    done = _leave_in_a_child(
+        "import atexit, sys, torch\n"
+        "from cnnlab.cli import leave\n"
+        "atexit.register(lambda: print('handler ran'))\n"
+        "print('buffered, no newline', end='')\n"
+        "print('to stderr', file=sys.stderr, end='')\n"
+        "leave(3)\n")
+    assert done.returncode == 3, done.stderr
+    assert done.stdout == "buffered, no newlinehandler ran\n" and done.stderr == "to stderr"
+
+
+def test_the_command_waits_for_a_thread_that_is_still_working(tmp_path):
+    target = tmp_path / "written-by-the-thread"
+    done = _leave_in_a_child(
+        "import threading, time, torch\n"
+        "from cnnlab.cli import leave\n"
+        f"threading.Thread(target=lambda: (time.sleep(0.3), open({str(target)!r}, 'w').write('x'))).start()\n"
+        "leave(0)\n")
+    assert done.returncode == 0, done.stderr
+    assert target.read_text() == "x"
