@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
+
+# The suite starts ~100 Python processes (study workers, `cnnlab` commands); with bytecode
+# writing off (PYTHONDONTWRITEBYTECODE, set on some machines) each compiles cnnlab's sources
+# again, ~0.3 s a process. Written once here, the __pycache__ folders (git-ignored) serve all.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
 
 
 def pytest_addoption(parser):
