@@ -47,29 +47,11 @@ def _paragraph(message: str) -> str:
 
 
 def run() -> None:
-    """The `cnnlab` command: `main` on the command line, then exit with its code."""
-    leave(main())
+    """The `cnnlab` command: `main` on the command line, then exit with its code (without the
+    interpreter's ~1.5 s teardown of torch: `cnnlab.utils.exit_skipping_teardown`)."""
+    from cnnlab.utils import exit_skipping_teardown
 
-
-def leave(code: int) -> None:
-    """Exit with `code`. With torch loaded and no other thread running, the exit handlers run
-    (loggers, multiprocessing, `atexit` of every library) and stdout/stderr are flushed, but
-    the interpreter's teardown is skipped: there it garbage-collects torch's objects one by
-    one, ~1.5 s after a `cnnlab train` has finished, with nothing of ours left to write (our
-    files are closed and renamed into place as they are written)."""
-    import threading
-
-    if "torch" not in sys.modules or threading.active_count() > 1:
-        sys.exit(code)  # a thread may still have work to finish: the ordinary exit waits for it
-    import atexit
-
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # a closed pipe (`cnnlab runs | head`) has nothing to take
-            pass
-    os._exit(code)
+    exit_skipping_teardown(main())
 
 
 def main(argv: list[str] | None = None) -> int:

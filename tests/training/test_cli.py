@@ -118,7 +118,7 @@ def test_the_command_exits_with_its_code_after_the_exit_handlers_and_flushed_out
     """With torch loaded the command skips the interpreter's teardown, not the exit handlers."""
     done = _leave_in_a_child(
         "import atexit, sys, torch\n"
-        "from cnnlab.cli import leave\n"
+        "from cnnlab.utils import exit_skipping_teardown as leave\n"
         "atexit.register(lambda: print('handler ran'))\n"
         "print('buffered, no newline', end='')\n"
         "print('to stderr', file=sys.stderr, end='')\n"
@@ -131,7 +131,7 @@ def test_the_command_waits_for_a_thread_that_is_still_working(tmp_path):
     target = tmp_path / "written-by-the-thread"
     done = _leave_in_a_child(
         "import threading, time, torch\n"
-        "from cnnlab.cli import leave\n"
+        "from cnnlab.utils import exit_skipping_teardown as leave\n"
         f"threading.Thread(target=lambda: (time.sleep(0.3), open({str(target)!r}, 'w').write('x'))).start()\n"
         "leave(0)\n")
     assert done.returncode == 0, done.stderr
