@@ -45,7 +45,9 @@ def shared_cache(tmp_path_factory):
 @pytest.mark.parametrize("path", STUDIES, ids=NAMES)
 def test_quick_profile_runs_and_reports(path, shared_data, shared_cache, tmp_path):
     os.environ["CNNLAB_CACHE"] = shared_cache  # restored by the autouse _private_cache fixture
-    outcome = run_study(path, profile="quick", jobs=2, out=tmp_path, data_dir=shared_data)
+    # one worker: the suite is CPU-bound on 2 cores, and a second worker would only add a
+    # second ~5 s torch import per example (parallel workers are tested in test_runner/signals)
+    outcome = run_study(path, profile="quick", jobs=1, out=tmp_path, data_dir=shared_data)
     assert outcome.ok, f"failed runs: {outcome.failed}"
     html = report(outcome.study_dir).read_text()
     assert "Against the baseline" in html and "data:image/png;base64," in html
