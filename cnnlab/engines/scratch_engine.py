@@ -20,6 +20,7 @@ from cnnlab.engines.optim import build_lookahead, build_optimizer
 from cnnlab.errors import ConfigError, ModelError
 from cnnlab.scratch import optim as scratch_optim
 from cnnlab.scratch import random as scratch_random
+from cnnlab.scratch.threads import one_blas_thread
 from cnnlab.scratch.losses import CrossEntropyLoss, num_correct
 
 LAYER_KINDS = ("Conv2d", "ConvTranspose2d", "Linear", "BatchNorm1d", "BatchNorm2d", "ReLU",
@@ -125,18 +126,25 @@ class ScratchEngine:
     def train_batch(self, x, y) -> tuple[float, int]:
         """One SGD step on (x (B, C, H, W) float32, y (B,) int64); returns (loss sum, correct)."""
         x, y = _as_array(x, self.dtype), _as_array(y)
-        logits = self.model.forward(x)
-        loss = self.loss_fn.forward(logits, y)
-        self.optimizer.zero_grad()  # the layers accumulate into .grad, as torch's do
-        self.model.backward(self.loss_fn.backward())
-        self.optimizer.step()
-        self.averaging.after_step()
+        # BLAS stays on one thread through the step: the kernels split their work over their
+        # own threads (cnnlab.scratch.threads), and a BLAS call on two threads left OpenBLAS's
+        # worker spinning for a while after it, taking a core from those kernel threads
+        # (measured: the worker used 1.0 of 2 cores during a vgg8_bn step; with BLAS at one
+        # thread the step ran 267 -> 174 ms, benchmarks/scratch_vs_torch.py)
+        with one_blas_thread():
+            logits = self.model.forward(x)
+            loss = self.loss_fn.forward(logits, y)
+            self.optimizer.zero_grad()  # the layers accumulate into .grad, as torch's do
+            self.model.backward(self.loss_fn.backward())
+            self.optimizer.step()
+            self.averaging.after_step()
         return loss * y.shape[0], num_correct(logits, y)
 
     def eval_batch(self, x, y) -> tuple[float, int]:
         """Loss sum and number correct on one batch, without gradients or updates."""
         y = _as_array(y)
-        logits = self.model.forward(_as_array(x, self.dtype))
+        with one_blas_thread():  # as in train_batch
+            logits = self.model.forward(_as_array(x, self.dtype))
         loss = self.loss_fn.forward(logits, y)
         return loss * y.shape[0], num_correct(logits, y)
 
@@ -144,13 +152,15 @@ class ScratchEngine:
         """`eval_batch` on the mean of the logits over views of one batch (TTA; one view is
         plain evaluation), plus the predicted classes (B,)."""
         y = _as_array(y)
-        logits = sum(self.model.forward(_as_array(v, self.dtype)) for v in views) / len(views)
+        with one_blas_thread():  # as in train_batch
+            logits = sum(self.model.forward(_as_array(v, self.dtype)) for v in views) / len(views)
         loss = self.loss_fn.forward(logits, y)
         return loss * y.shape[0], num_correct(logits, y), np.asarray(logits).argmax(axis=1)
 
     def predict(self, x) -> np.ndarray:
         """Logits (B, K) as float32."""
-        logits = self.model.forward(_as_array(x, self.dtype))
+        with one_blas_thread():  # as in train_batch
+            logits = self.model.forward(_as_array(x, self.dtype))
         return np.asarray(logits, dtype=np.float32)
 
     def state_dict(self) -> dict:

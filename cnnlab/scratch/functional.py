@@ -1,7 +1,7 @@
 """Pure NumPy kernels: every op as `*_forward(...) -> (out, cache)` and `*_backward(dout, cache)`.
 
 Arrays are NCHW at the interface, like torch. Internally the 4-D kernels work channels-last
-(NHWC): im2col then becomes one strided copy and one matmul per convolution, and channel
+(NHWC): im2col then becomes one strided copy and one matmul per chunk of images, and channel
 statistics are matmuls of a tall (N*H*W, C) matrix. The 4-D outputs are NCHW-shaped *views* of
 NHWC memory (what torch calls channels_last), so chaining kernels costs no transposes: each
 kernel's `_nhwc(x)` is free when `x` came from another kernel.
@@ -243,16 +243,75 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups
             f"padding {padding} and dilation {dilation} (output would be {(ho, wo)})."
         )
     xp = _pad_nhwc(_nhwc(x), padding, workspace)
-    cols = _gather_columns(xp, (kh, kw), stride, dilation, (ho, wo), groups, workspace)
     wmat = _conv_weight_matrix(weight, groups)
-    out = _ungroup(_grouped_matmul(cols, wmat))  # (N*Ho*Wo, O), contiguous
+    if groups == 1:
+        # the columns exist a few images at a time (see _image_chunks); the backward pass
+        # gathers them again from the padded input the cache keeps
+        out = np.empty((n * ho * wo, o), x.dtype)
+        _columns_matmul(xp, (kh, kw), stride, dilation, (ho, wo), wmat[0], out, workspace)
+        saved = xp
+    else:
+        saved = _gather_columns(xp, (kh, kw), stride, dilation, (ho, wo), groups, workspace)
+        out = _ungroup(_grouped_matmul(saved, wmat))  # (N*Ho*Wo, O), contiguous
     if bias is not None:
         r = _wide_rows(out.shape[0], o)
         out.reshape(-1, r * o)[...] += _per_channel(out, r, bias)
-    # the workspace travels in the cache: the input gradient by gather reuses its buffers
-    cache = (cols, wmat, (n, c, h, w), weight.shape, bias is not None, stride, padding,
+    cache = (saved, wmat, (n, c, h, w), weight.shape, bias is not None, stride, padding,
              dilation, groups, (ho, wo), workspace)
     return _nchw_view(out.reshape(n, ho, wo, o)), cache
+
+
+CHUNK_BYTES = 2 << 20  # im2col columns per chunk: a part's working set stays in the CPU caches
+
+
+def _image_chunks(n: int, image_bytes: int) -> list[slice]:
+    """Consecutive runs of whole images whose im2col columns take about CHUNK_BYTES, as even
+    as integers allow, in a multiple of REDUCTION_PARTS runs (so the parts are balanced).
+
+    The columns of a whole batch are kh*kw times the input (75 MB for a 16-channel 32x32
+    layer at batch 128): written once and read back by the matmul from main memory, they made
+    that product run at a third of the machine's matmul speed. Chunks of 1-2.5 MiB measured
+    fastest (forward 17 -> 7.5 ms for that layer, 2 threads); the chunks do not depend on the
+    thread count, so neither do the results."""
+    count = -(-n * max(1, image_bytes) // CHUNK_BYTES)
+    count = min(n, -(-count // REDUCTION_PARTS) * REDUCTION_PARTS)
+    return split_range(n, max(1, count))
+
+
+def _chunk_key(key: str, part: int, chunk: slice) -> str:
+    """A workspace key per part and chunk size (chunks differ by at most one image, so each
+    part keeps at most two buffers, none reallocated from step to step, and a padded buffer
+    keeps its zero border)."""
+    return f"{key}{part}:{chunk.stop - chunk.start}"
+
+
+def _chunk_parts(chunks: list[slice], parts: int) -> list[list[slice]]:
+    return [chunks[s] for s in split_range(len(chunks), min(parts, len(chunks)))]
+
+
+def _run_chunk_parts(works: list):
+    """Run the parts side by side, each on one BLAS thread (one part: BLAS's own threads)."""
+    if len(works) == 1:
+        return [works[0]()]
+    with one_blas_thread():
+        return run_parts(works)
+
+
+def _columns_matmul(xp, kernel, stride, dilation, out_hw, wmat2d, out2d, workspace=None):
+    """out2d (N*Ho*Wo, O) = im2col(xp) @ wmat2d, a chunk of images at a time; the chunks are
+    shared out among the kernel threads."""
+    n, (ho, wo), k = xp.shape[0], out_hw, wmat2d.shape[0]
+    rows = ho * wo
+    chunks = _image_chunks(n, rows * k * xp.itemsize)
+
+    def work(part, run):
+        for chunk in run:
+            cols = _gather_columns(xp[chunk], kernel, stride, dilation, out_hw, 1, workspace,
+                                   _chunk_key("cols", part, chunk))[0]
+            np.matmul(cols, wmat2d, out=out2d[chunk.start * rows:chunk.stop * rows])
+
+    runs = _chunk_parts(chunks, kernel_threads())
+    _run_chunk_parts([lambda p=p, r=r: work(p, r) for p, r in enumerate(runs)])
 
 
 def _conv_weight_matrix(weight, groups):
@@ -268,28 +327,94 @@ def conv2d_backward(dout, cache, need_input_grad=True):
     dout: (N, O, Ho, Wo). Returns (dx (N, C, H, W) or None, dweight (O, C/G, kh, kw),
     dbias (O,) or None).
     """
-    (cols, wmat, (n, c, h, w), wshape, has_bias, stride, padding, dilation, groups, out_hw,
+    (saved, wmat, (n, c, h, w), wshape, has_bias, stride, padding, dilation, groups, out_hw,
      workspace) = cache
     o, cg, kh, kw = wshape
     d2 = _nhwc(dout).reshape(-1, o)  # (N*Ho*Wo, O)
-    dg = _group(d2, groups)  # (G, M, O/G)
-    dwmat = _reduction_matmul(cols.transpose(0, 2, 1), dg)  # (G, kh*kw*Cg, O/G)
+    dbias = _channel_sum(d2) if has_bias else None
+    if groups == 1:
+        dwmat, dx = _conv_backward_by_chunks(saved, d2, wmat[0], (h, w), (kh, kw), stride,
+                                             padding, dilation, out_hw, need_input_grad,
+                                             workspace)
+        dwmat = dwmat[None]
+    else:
+        dg = _group(d2, groups)  # (G, M, O/G)
+        dwmat = _reduction_matmul(saved.transpose(0, 2, 1), dg)  # (G, kh*kw*Cg, O/G)
+        dx = None
+        if need_input_grad:
+            canvas = np.zeros((n, h + 2 * padding[0], w + 2 * padding[1], c), d2.dtype)
+            _matmul_scatter(dg, _tap_weights(wmat, kh, kw), canvas, stride, dilation, out_hw)
+            dx = canvas[:, padding[0]:padding[0] + h, padding[1]:padding[1] + w, :]
     dweight = dwmat.reshape(groups, kh, kw, cg, o // groups).transpose(0, 4, 3, 1, 2)
     dweight = np.ascontiguousarray(dweight).reshape(o, cg, kh, kw)
-    dbias = _channel_sum(d2) if has_bias else None
-    dx = None
-    if need_input_grad and _dx_by_gather(c, o, groups, stride, padding, dilation, (kh, kw)):
-        dx = _nchw_view(_conv_input_grad_by_gather(d2.reshape(n, *out_hw, o), wmat[0], (h, w),
-                                                   (kh, kw), padding, dilation, workspace))
+    return (None if dx is None else _nchw_view(dx)), dweight, dbias
+
+
+def _tap_weights(wmat, kh, kw):
+    """(G, kh*kw*C/G, O/G) -> (kh, kw, G, O/G, C/G): tap (i, j)'s block of group g."""
+    groups, _, og = wmat.shape
+    return wmat.reshape(groups, kh, kw, -1, og).transpose(1, 2, 0, 4, 3)
+
+
+def _conv_backward_by_chunks(xp, d2, wmat2d, in_hw, kernel, stride, padding, dilation,
+                             out_hw, need_input_grad, workspace):
+    """Weight gradient (kh*kw*C, O) and input gradient (N, H, W, C) or None of a groups-1
+    conv, a chunk of images at a time: each chunk's columns are gathered again from the
+    padded input and multiplied while they are in the cache.
+
+    The weight gradient is summed over REDUCTION_PARTS parts, each the running sum of its
+    chunks' products: the same parts and order on any number of threads."""
+    n, (h, w), (kh, kw), (ho, wo) = xp.shape[0], in_hw, kernel, out_hw
+    c, o = wmat2d.shape[0] // (kh * kw), wmat2d.shape[1]
+    rows = ho * wo
+    by_gather = need_input_grad and _dx_by_gather(c, o, 1, stride, padding, dilation, kernel)
+    chunk_bytes = rows * kh * kw * max(c, o if by_gather else 0) * xp.itemsize
+    chunks = _image_chunks(n, chunk_bytes)
+    d4 = d2.reshape(n, ho, wo, o)
+    dx = canvas = None
+    if by_gather:
+        # dx is the 'full' convolution of dout with the flipped kernel: pad dout by
+        # d*(k-1) - p, gather its columns, multiply by the weight matrix with its taps
+        # reversed and its in/out channels swapped
+        flipped = wmat2d.reshape(kh, kw, c, o)[::-1, ::-1].transpose(0, 1, 3, 2)
+        flipped = np.ascontiguousarray(flipped).reshape(kh * kw * o, c)
+        full_pad = (dilation[0] * (kh - 1) - padding[0], dilation[1] * (kw - 1) - padding[1])
+        dx = np.empty((n, h, w, c), d2.dtype)
     elif need_input_grad:
-        ph, pw = padding
-        canvas = np.zeros((n, h + 2 * ph, w + 2 * pw, c), cols.dtype)
-        # tap (i, j) of group g: (O/G, C/G) block of the weight, (kh, kw, G, O/G, C/G)
-        tap_weights = wmat.reshape(groups, kh, kw, cg, o // groups).transpose(1, 2, 0, 4, 3)
-        _matmul_scatter(dg, tap_weights, canvas, stride, dilation, out_hw)
-        dx_nhwc = canvas[:, ph:ph + h, pw:pw + w, :]
-        dx = _nchw_view(dx_nhwc)
-    return dx, dweight, dbias
+        canvas = np.zeros((n, h + 2 * padding[0], w + 2 * padding[1], c), d2.dtype)
+        taps = _tap_weights(wmat2d[None], kh, kw)
+
+    def work(part, run):
+        dw = product = None
+        for chunk in run:
+            cols = _gather_columns(xp[chunk], kernel, stride, dilation, out_hw, 1, workspace,
+                                   _chunk_key("cols", part, chunk))[0]
+            d_rows = d2[chunk.start * rows:chunk.stop * rows]
+            if len(chunks) == 1:  # the whole batch in one product: a long reduction is split
+                dw = _reduction_matmul(cols.T[None], d_rows[None])[0]
+            elif dw is None:
+                dw = cols.T @ d_rows
+                product = np.empty_like(dw)
+            else:
+                dw += np.matmul(cols.T, d_rows, out=product)
+            if by_gather:
+                padded = _pad_nhwc(d4[chunk], full_pad, workspace,
+                                   _chunk_key("dx_pad", part, chunk))
+                dcols = _gather_columns(padded, kernel, (1, 1), dilation, in_hw, 1, workspace,
+                                        _chunk_key("dx_cols", part, chunk))[0]
+                np.matmul(dcols, flipped, out=dx[chunk].reshape(-1, c))
+            elif canvas is not None:
+                _matmul_scatter(d_rows[None], taps, canvas[chunk], stride, dilation, out_hw)
+        return dw
+
+    parts = _run_chunk_parts([lambda p=p, r=r: work(p, r)
+                              for p, r in enumerate(_chunk_parts(chunks, REDUCTION_PARTS))])
+    dwmat = parts[0]
+    for part in parts[1:]:
+        dwmat += part
+    if canvas is not None:
+        dx = canvas[:, padding[0]:padding[0] + h, padding[1]:padding[1] + w, :]
+    return dwmat, dx
 
 
 def _dx_by_gather(c, o, groups, stride, padding, dilation, kernel) -> bool:
@@ -299,27 +424,6 @@ def _dx_by_gather(c, o, groups, stride, padding, dilation, kernel) -> bool:
     C < O (a wider gather for a narrower product)."""
     return (groups == 1 and tuple(stride) == (1, 1) and c >= o and c >= 16
             and all(padding[i] <= dilation[i] * (kernel[i] - 1) for i in range(2)))
-
-
-def _conv_input_grad_by_gather(dout_nhwc, wmat, in_hw, kernel, padding, dilation,
-                               workspace=None):
-    """dx of a stride-1 conv as the 'full' convolution of dout with the flipped kernel:
-    pad dout by d*(k-1) - p, im2col it and multiply by the weight matrix with its taps
-    reversed and its in/out channels swapped. dout_nhwc: (N, Ho, Wo, O); wmat: (kh*kw*C, O).
-    Returns dx (N, H, W, C), contiguous."""
-    (kh, kw), (dh, dw) = kernel, dilation
-    n, _, _, o = dout_nhwc.shape
-    c = wmat.shape[0] // (kh * kw)
-    flipped = wmat.reshape(kh, kw, c, o)[::-1, ::-1].transpose(0, 1, 3, 2)
-    flipped = np.ascontiguousarray(flipped).reshape(kh * kw * o, c)
-    full = (dh * (kh - 1) - padding[0], dw * (kw - 1) - padding[1])
-    # a 'same' conv with C == O: the forward's padded input and columns have these shapes,
-    # so reuse them (the cache's columns were read for dweight already); else own buffers
-    shared = c == o and tuple(full) == tuple(padding)
-    padded = _pad_nhwc(dout_nhwc, full, workspace, key="pad" if shared else "dx_pad")
-    cols = _gather_columns(padded, kernel, (1, 1), dilation, in_hw, 1, workspace,
-                           key="cols" if shared else "dx_cols")
-    return (cols[0] @ flipped).reshape(n, *in_hw, c)
 
 
 def conv_transpose2d_output_size(size, kernel, stride, padding, output_padding, dilation):

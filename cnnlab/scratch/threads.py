@@ -15,13 +15,25 @@ import os
 from typing import Iterator
 
 
+def _numpy_blas(infos: list[dict]) -> list[dict]:
+    """The entries of NumPy's own BLAS among threadpoolctl's (SciPy, loaded later by the
+    study statistics, brings a second OpenBLAS that NumPy's matmuls never use); all BLAS
+    entries when none lies in NumPy's folders (a NumPy linked to a system BLAS)."""
+    import numpy
+
+    blas = [info for info in infos if info["user_api"] == "blas"]
+    home = os.path.dirname(os.path.abspath(numpy.__file__))  # .../numpy; wheels: numpy.libs
+    own = [info for info in blas if os.path.abspath(info["filepath"]).startswith(home)]
+    return own or blas
+
+
 def current_blas_threads() -> int | None:
     """The BLAS pool size NumPy uses now, or None when threadpoolctl cannot tell."""
     try:
         from threadpoolctl import threadpool_info
     except ImportError:
         return None
-    sizes = [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
+    sizes = [info["num_threads"] for info in _numpy_blas(threadpool_info())]
     return max(sizes) if sizes else None
 
 
@@ -58,11 +70,14 @@ def one_blas_thread() -> Iterator[None]:
         except ImportError:
             _BLAS_POOLS.append(None)
         else:
-            _BLAS_POOLS.append(ThreadpoolController().select(user_api="blas"))
+            controller = ThreadpoolController()
+            paths = {info["filepath"] for info in _numpy_blas(controller.info())}
+            _BLAS_POOLS.append(controller.select(filepath=sorted(paths)))
     pools = _BLAS_POOLS[0]
     if pools is None:
         yield
         return
+    kernel_threads()  # found before the limit, which it would otherwise read as the default
     with pools.limit(limits=1):
         yield
 

@@ -80,18 +80,23 @@ def test_tiled_max_pool_routes_nan_and_tie_windows_as_the_tap_loop(monkeypatch):
     assert not np.asarray(tiled)[0, 0, :2, :2].any()
 
 
-def test_a_same_conv_reuses_its_forward_buffers_for_the_input_gradient():
+def test_a_conv_reuses_its_work_buffers_from_step_to_step():
     rng = np.random.default_rng(3)
     x, w = rng.standard_normal((2, 16, 5, 5)), rng.standard_normal((16, 16, 3, 3))
     workspace = {}
-    expected = None
+    expected = buffers = None
     for _ in range(2):  # the second step runs on the reused (not re-zeroed) buffers
         out, cache = F.conv2d_forward(x, w, None, 1, 1, workspace=workspace)
         dout = np.ones(out.shape)
         dx = F.conv2d_backward(dout, cache)[0]
         expected = dx.copy() if expected is None else expected
         np.testing.assert_array_equal(dx, expected)
-    assert set(workspace) == {"pad", "cols"}
+        buffers = dict(workspace) if buffers is None else buffers
+    # the padded input; per part (one image each): the chunk's columns, and the padded dout
+    # and its columns for dx
+    assert set(workspace) == {"pad"} | {f"{key}{part}:1" for key in ("cols", "dx_pad", "dx_cols")
+                                        for part in (0, 1)}
+    assert all(workspace[key] is buffer for key, buffer in buffers.items())
     tx = torch.tensor(x, requires_grad=True)
     TF.conv2d(tx, torch.tensor(w), None, 1, 1).backward(torch.ones(out.shape, dtype=torch.float64))
     assert rel_err(dx, tx.grad) < 1e-7

@@ -268,7 +268,9 @@ def test_conv_work_buffers_are_reused_without_leaking_between_calls():
         x = rng.standard_normal((batch, 3, 6, 7)).astype(np.float32)
         expected = theirs(torch.from_numpy(x)).detach().numpy()
         np.testing.assert_allclose(ours(x), expected, rtol=1e-4, atol=1e-5)
-        cols = ours._workspace["cols"]
+        buffers = dict(ours._workspace)
+        # the padded input and each part's chunk columns (keyed by part and chunk images)
+        assert "pad" in buffers and "cols0:1" in buffers
         dout = np.ones(expected.shape, np.float32)
         ours.backward(dout)
-        assert ours._workspace["cols"] is cols
+        assert all(ours._workspace[key] is buffer for key, buffer in buffers.items())

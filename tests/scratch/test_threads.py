@@ -47,9 +47,10 @@ def test_run_parts_returns_results_in_order_and_split_range_covers_everything():
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
-def test_a_conv_weight_gradient_and_columns_split_over_kernel_threads_match_one_piece(threads):
-    """The long-reduction weight gradient (summed parts) and the im2col copy (batch parts)
-    give what one undivided product and copy give, and the same bits for any thread count."""
+def test_a_conv_in_image_chunks_over_kernel_threads_matches_one_piece(threads):
+    """The conv's im2col in chunks of images (each chunk's product on its own thread, the
+    weight gradient summed over fixed parts) gives what one undivided copy and product give,
+    and the same bits for any thread count."""
     pytest.importorskip("threadpoolctl")
     from cnnlab.scratch import functional as F
 
@@ -59,15 +60,20 @@ def test_a_conv_weight_gradient_and_columns_split_over_kernel_threads_match_one_
     dout = rng.standard_normal((64, 16, 32, 32))
     with blas_threads(threads):
         out, cache = F.conv2d_forward(x, weight, None, 1, 1)
-        _, dweight, _ = F.conv2d_backward(dout, cache)
-    cols = cache[0][0]  # (N*H*W, 9*C)
-    assert cols.size > F.PARALLEL_MIN  # large enough to be copied in parts
+        dx, dweight, _ = F.conv2d_backward(dout, cache)
+    assert len(F._image_chunks(64, 32 * 32 * 9 * 16 * 8)) > 2  # more chunks than threads
     xp = np.pad(x.transpose(0, 2, 3, 1), ((0, 0), (1, 1), (1, 1), (0, 0)))
     windows = np.stack([xp[:, a:a + 32, b:b + 32] for a in range(3) for b in range(3)], axis=3)
-    np.testing.assert_array_equal(cols, windows.reshape(64 * 32 * 32, -1))
+    cols = windows.reshape(64 * 32 * 32, -1)
+    wmat = weight.transpose(2, 3, 1, 0).reshape(-1, 16)
+    np.testing.assert_allclose(out.transpose(0, 2, 3, 1).reshape(-1, 16), cols @ wmat,
+                               rtol=1e-12, atol=1e-9)
     reference = (cols.T @ dout.transpose(0, 2, 3, 1).reshape(-1, 16))  # (9*C, O), one product
     reference = reference.reshape(3, 3, 16, 16).transpose(3, 2, 0, 1)
     np.testing.assert_allclose(dweight, reference, rtol=1e-12, atol=1e-9)
     with blas_threads(1):
-        _, cache = F.conv2d_forward(x, weight, None, 1, 1)
-        np.testing.assert_array_equal(F.conv2d_backward(dout, cache)[1], dweight)
+        one_out, cache = F.conv2d_forward(x, weight, None, 1, 1)
+        one_dx, one_dweight, _ = F.conv2d_backward(dout, cache)
+    np.testing.assert_array_equal(one_out, out)
+    np.testing.assert_array_equal(one_dweight, dweight)
+    np.testing.assert_array_equal(one_dx, dx)

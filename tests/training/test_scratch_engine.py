@@ -176,3 +176,30 @@ def test_interrupted_scratch_run_resumes_exactly(tiny_config):
     assert resumed.result["status"] == "completed"
     assert _metrics_without_time(resumed) == _metrics_without_time(full)
     assert full.metrics[-1]["train_loss"] < full.metrics[0]["train_loss"]
+
+
+def test_a_step_runs_blas_on_one_thread_and_the_kernels_on_their_threads():
+    """The engine keeps NumPy's BLAS at one thread through train and eval steps (the kernels
+    split their work over their own threads instead), and restores it after; SciPy's BLAS,
+    loaded beside NumPy's, does not hide NumPy's from the limit."""
+    pytest.importorskip("threadpoolctl")
+    import scipy.linalg  # noqa: F401  (a second OpenBLAS in the process)
+    from cnnlab.scratch import threads
+
+    seen = []
+
+    class Spy(scratch.Module):
+        def forward(self, x):
+            seen.append((threads.current_blas_threads(), threads.kernel_threads()))
+            return x
+
+        def backward(self, grad):
+            return grad
+
+    with threads.blas_threads(2):
+        engine = ScratchEngine(scratch.Sequential(Spy(), _dropout_net()), SGD_CFG)
+        x, y = _batch()
+        engine.train_batch(x, y)
+        engine.eval_batch(x, y)
+        assert threads.current_blas_threads() == 2
+    assert seen == [(1, 2), (1, 2)]
