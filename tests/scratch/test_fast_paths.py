@@ -126,3 +126,29 @@ def test_weight_gradient_with_a_long_reduction_runs_on_one_blas_thread(monkeypat
     with threads.one_blas_thread():
         assert threads.current_blas_threads() in (1, None)
     assert threads.current_blas_threads() == before
+
+
+@pytest.mark.parametrize("cin, cout, stride, padding", [
+    (8, 8, 1, 1),    # dx by gather
+    (4, 12, 1, 1),   # dx by the tap scatter
+    (6, 6, 2, 1),    # stride 2: the scatter
+    (1, 5, 1, 0),    # one input channel: columns copied tap by tap
+])
+def test_a_conv_split_in_many_image_chunks_matches_torch(monkeypatch, cin, cout, stride, padding):
+    # small chunks: several per part, a last one shorter (7 images over chunks of 2 or 3)
+    monkeypatch.setattr(F, "CHUNK_BYTES", 11 * 11 * 9 * cin * 8 * 2)
+    rng = np.random.default_rng(cin + cout)
+    x = rng.standard_normal((7, cin, 11, 11))
+    w, b = rng.standard_normal((cout, cin, 3, 3)), rng.standard_normal(cout)
+    assert len(F._image_chunks(7, 11 * 11 * 9 * cin * 8)) >= 3
+    workspace = {}
+    for _ in range(2):  # the second pass runs on the reused buffers
+        out, cache = F.conv2d_forward(x, w, b, stride, padding, workspace=workspace)
+        dout = np.cos(np.arange(out.size)).reshape(out.shape)
+        dx, dw, db = F.conv2d_backward(dout, cache)
+    tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    t_out = TF.conv2d(tx, tw, tb, stride, padding)
+    t_out.backward(torch.tensor(dout))
+    assert rel_err(out, t_out) < 1e-7
+    assert rel_err(dx, tx.grad) < 1e-7 and rel_err(dw, tw.grad) < 1e-7
+    assert rel_err(db, tb.grad) < 1e-7
