@@ -466,7 +466,12 @@ def conv_transpose2d_forward(x, weight, bias=None, stride=1, padding=0, output_p
     canvas_hw = (ho + 2 * padding[0], wo + 2 * padding[1])
     canvas = np.zeros((n, canvas_hw[0], canvas_hw[1], o), x.dtype)
     tap_weights = wmat.reshape(groups, c // groups, kh, kw, og).transpose(2, 3, 0, 1, 4)
-    _matmul_scatter(xg, tap_weights, canvas, stride, dilation, (h, w))
+    rows = h * w
+
+    def scatter(s):  # images s: their rows of xg land on their own canvases only
+        _matmul_scatter(xg[:, s.start * rows:s.stop * rows], tap_weights, canvas[s], stride,
+                        dilation, (h, w))
+    _run_chunk_parts([lambda s=s: scatter(s) for s in split_range(n, min(n, kernel_threads()))])
     out = canvas[:, padding[0]:padding[0] + ho, padding[1]:padding[1] + wo, :]
     out = out + bias if bias is not None else np.ascontiguousarray(out)
     cache = (xg, wmat, (n, c, h, w), weight.shape, bias is not None, stride, padding, dilation,
@@ -494,14 +499,19 @@ def conv_transpose2d_backward(dout, cache, need_input_grad=True):
     dcanvas = _pad_nhwc(dout_nhwc, padding)
     # output_padding rows/cols past the padded end received no taps: windows never read them
     dcols = _gather_columns(dcanvas, (kh, kw), stride, dilation, (h, w), groups)  # (G, M, K)
-    dwmat = _grouped_matmul(xg.transpose(0, 2, 1), dcols)  # (G, Cg, kh*kw*Og)
+    dwmat = _reduction_matmul(xg.transpose(0, 2, 1), dcols)  # (G, Cg, kh*kw*Og)
     dweight = dwmat.reshape(groups, c // groups, kh, kw, og).transpose(0, 1, 4, 2, 3)
     dweight = np.ascontiguousarray(dweight).reshape(c, og, kh, kw)
     dbias = _channel_sum(dout_nhwc.reshape(-1, o)) if has_bias else None
     dx = None
     if need_input_grad:
-        dx2 = _ungroup(_grouped_matmul(dcols, wmat.transpose(0, 2, 1)))  # (M, C)
-        dx = _nchw_view(dx2.reshape(n, h, w, c))
+        dx2 = np.empty((groups, dcols.shape[1], c // groups), dcols.dtype)
+
+        def input_gradient(s):  # rows s, each the same product whatever the split
+            dx2[:, s] = _grouped_matmul(dcols[:, s], wmat.transpose(0, 2, 1))
+        parts = split_range(dcols.shape[1], min(dcols.shape[1], kernel_threads()))
+        _run_chunk_parts([lambda s=s: input_gradient(s) for s in parts])
+        dx = _nchw_view(_ungroup(dx2).reshape(n, h, w, c))
     return dx, dweight, dbias
 
 
