@@ -519,9 +519,29 @@ def conv_transpose2d_backward(dout, cache, need_input_grad=True):
 # linear, flatten
 
 
+PRODUCT_PARTS = 2  # a large linear-layer product is computed in this many row/column blocks
+PRODUCT_PARTS_MIN = 1 << 21  # multiply-adds below which it is one product
+
+
+def _parted_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a @ b of 2-D arrays in PRODUCT_PARTS blocks of a's rows, run side by side on the kernel
+    threads, each on one BLAS thread.
+
+    The engine keeps BLAS at one thread (see ScratchEngine.train_batch), under which a
+    (128 x 9216) @ (9216 x 100) layer's forward and backward took 9.2 ms against 5.0 ms on two
+    BLAS threads (5.8 ms in two blocks). The blocks are fixed, not the thread count, so the
+    bits are too."""
+    if a.ndim != 2 or b.ndim != 2 or a.shape[0] * a.shape[1] * b.shape[1] < PRODUCT_PARTS_MIN:
+        return a @ b
+    out = np.empty((a.shape[0], b.shape[1]), np.result_type(a, b))
+    parts = split_range(a.shape[0], min(PRODUCT_PARTS, a.shape[0]))
+    _run_chunk_parts([lambda s=s: np.matmul(a[s], b, out=out[s]) for s in parts])
+    return out
+
+
 def linear_forward(x, weight, bias=None):
     """x: (N, in); weight: (out, in); bias: (out,) or None -> out: (N, out)."""
-    out = x @ weight.T
+    out = _parted_matmul(x, weight.T)
     if bias is not None:
         out += bias
     return out, (x, weight, bias is not None)
@@ -530,9 +550,9 @@ def linear_forward(x, weight, bias=None):
 def linear_backward(dout, cache, need_input_grad=True):
     """dout: (N, out) -> (dx (N, in) or None, dweight (out, in), dbias (out,) or None)."""
     x, weight, has_bias = cache
-    dweight = dout.T @ x
+    dweight = _parted_matmul(dout.T, x)
     dbias = _channel_sum(dout) if has_bias else None
-    dx = dout @ weight if need_input_grad else None
+    dx = _parted_matmul(dout, weight) if need_input_grad else None
     return dx, dweight, dbias
 
 

@@ -77,3 +77,28 @@ def test_a_conv_in_image_chunks_over_kernel_threads_matches_one_piece(threads):
     np.testing.assert_array_equal(one_out, out)
     np.testing.assert_array_equal(one_dweight, dweight)
     np.testing.assert_array_equal(one_dx, dx)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_a_large_linear_layer_in_row_blocks_matches_one_product(threads):
+    """A linear layer large enough for `_parted_matmul` gives the one-product result, and the
+    same bits for any thread count."""
+    pytest.importorskip("threadpoolctl")
+    from cnnlab.scratch import functional as F
+
+    rng = np.random.default_rng(1)
+    x, w, b = rng.standard_normal((64, 1024)), rng.standard_normal((48, 1024)), rng.standard_normal(48)
+    dout = rng.standard_normal((64, 48))
+    assert 64 * 1024 * 48 >= F.PRODUCT_PARTS_MIN
+    with blas_threads(threads):
+        out, cache = F.linear_forward(x, w, b)
+        dx, dw, db = F.linear_backward(dout, cache)
+    np.testing.assert_allclose(out, x @ w.T + b, rtol=1e-12, atol=1e-10)
+    np.testing.assert_allclose(dx, dout @ w, rtol=1e-12, atol=1e-10)
+    np.testing.assert_allclose(dw, dout.T @ x, rtol=1e-12, atol=1e-10)
+    with blas_threads(1):
+        one_out, cache = F.linear_forward(x, w, b)
+        one = F.linear_backward(dout, cache)
+    np.testing.assert_array_equal(one_out, out)
+    for ours, single in zip((dx, dw, db), one):
+        np.testing.assert_array_equal(ours, single)
