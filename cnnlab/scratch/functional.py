@@ -93,6 +93,8 @@ def _window_slice(a: int, b: int, stride, dilation, out_hw) -> tuple[slice, slic
 
 
 REDUCTION_PARTS = 2  # a long weight-gradient reduction is summed from this many products
+PRODUCT_PARTS = 2  # a large product is computed in this many blocks of rows (or images)
+PRODUCT_PARTS_MIN = 1 << 21  # multiply-adds below which a linear layer's product is one piece
 PARALLEL_MIN = 1 << 20  # elements per part below which an element-wise pass is not split
 
 
@@ -471,7 +473,9 @@ def conv_transpose2d_forward(x, weight, bias=None, stride=1, padding=0, output_p
     def scatter(s):  # images s: their rows of xg land on their own canvases only
         _matmul_scatter(xg[:, s.start * rows:s.stop * rows], tap_weights, canvas[s], stride,
                         dilation, (h, w))
-    _run_chunk_parts([lambda s=s: scatter(s) for s in split_range(n, min(n, kernel_threads()))])
+    # fixed blocks (not one per thread), so the products and the bits do not depend on the
+    # thread count; they run side by side on the kernel threads
+    _run_chunk_parts([lambda s=s: scatter(s) for s in split_range(n, min(n, PRODUCT_PARTS))])
     out = canvas[:, padding[0]:padding[0] + ho, padding[1]:padding[1] + wo, :]
     out = out + bias if bias is not None else np.ascontiguousarray(out)
     cache = (xg, wmat, (n, c, h, w), weight.shape, bias is not None, stride, padding, dilation,
@@ -507,9 +511,9 @@ def conv_transpose2d_backward(dout, cache, need_input_grad=True):
     if need_input_grad:
         dx2 = np.empty((groups, dcols.shape[1], c // groups), dcols.dtype)
 
-        def input_gradient(s):  # rows s, each the same product whatever the split
+        def input_gradient(s):  # a fixed block of rows, as in the forward's scatter
             dx2[:, s] = _grouped_matmul(dcols[:, s], wmat.transpose(0, 2, 1))
-        parts = split_range(dcols.shape[1], min(dcols.shape[1], kernel_threads()))
+        parts = split_range(dcols.shape[1], min(dcols.shape[1], PRODUCT_PARTS))
         _run_chunk_parts([lambda s=s: input_gradient(s) for s in parts])
         dx = _nchw_view(_ungroup(dx2).reshape(n, h, w, c))
     return dx, dweight, dbias
@@ -517,10 +521,6 @@ def conv_transpose2d_backward(dout, cache, need_input_grad=True):
 
 # --------------------------------------------------------------------------------------------
 # linear, flatten
-
-
-PRODUCT_PARTS = 2  # a large linear-layer product is computed in this many row/column blocks
-PRODUCT_PARTS_MIN = 1 << 21  # multiply-adds below which it is one product
 
 
 def _parted_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -102,3 +102,20 @@ def test_a_large_linear_layer_in_row_blocks_matches_one_product(threads):
     np.testing.assert_array_equal(one_out, out)
     for ours, single in zip((dx, dw, db), one):
         np.testing.assert_array_equal(ours, single)
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_a_transposed_conv_in_blocks_gives_the_same_bits_for_any_thread_count(threads):
+    pytest.importorskip("threadpoolctl")
+    from cnnlab.scratch import functional as F
+
+    rng = np.random.default_rng(2)
+    x, w = rng.standard_normal((9, 12, 6, 5)), rng.standard_normal((12, 4, 3, 3))
+    dout = rng.standard_normal((9, 8, 13, 11))
+    results = []
+    for count in (1, threads):
+        with blas_threads(count):
+            out, cache = F.conv_transpose2d_forward(x, w, None, stride=2, groups=2)
+            results.append((out,) + F.conv_transpose2d_backward(dout, cache)[:2])
+    for one, many in zip(*results):
+        np.testing.assert_array_equal(one, many)
