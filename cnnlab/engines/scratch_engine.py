@@ -9,6 +9,7 @@ gives the gradient, so the per-step overhead beyond the model is a few small (B,
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -63,6 +64,20 @@ def _skip_input_gradient(model) -> None:
         first = children[0]
     if hasattr(first, "needs_input_grad"):
         first.needs_input_grad = False
+
+
+def _on_one_blas_thread(method):
+    """Run an engine step with NumPy's BLAS on one thread.
+
+    The kernels split their work over their own threads (cnnlab.scratch.threads); a BLAS call
+    on two threads left OpenBLAS's worker spinning for a while after it, taking a core from
+    those kernel threads (measured: the worker used 1.0 of 2 cores during a vgg8_bn step; with
+    BLAS at one thread the step ran 267 -> 174 ms, benchmarks/scratch_vs_torch.py)."""
+    @functools.wraps(method)
+    def on_one_thread(*args, **kwargs):
+        with one_blas_thread():
+            return method(*args, **kwargs)
+    return on_one_thread
 
 
 class ScratchEngine:
@@ -123,44 +138,39 @@ class ScratchEngine:
         self.model.eval()
         self.averaging.for_evaluation()
 
+    @_on_one_blas_thread
     def train_batch(self, x, y) -> tuple[float, int]:
         """One SGD step on (x (B, C, H, W) float32, y (B,) int64); returns (loss sum, correct)."""
         x, y = _as_array(x, self.dtype), _as_array(y)
-        # BLAS stays on one thread through the step: the kernels split their work over their
-        # own threads (cnnlab.scratch.threads), and a BLAS call on two threads left OpenBLAS's
-        # worker spinning for a while after it, taking a core from those kernel threads
-        # (measured: the worker used 1.0 of 2 cores during a vgg8_bn step; with BLAS at one
-        # thread the step ran 267 -> 174 ms, benchmarks/scratch_vs_torch.py)
-        with one_blas_thread():
-            logits = self.model.forward(x)
-            loss = self.loss_fn.forward(logits, y)
-            self.optimizer.zero_grad()  # the layers accumulate into .grad, as torch's do
-            self.model.backward(self.loss_fn.backward())
-            self.optimizer.step()
-            self.averaging.after_step()
+        logits = self.model.forward(x)
+        loss = self.loss_fn.forward(logits, y)
+        self.optimizer.zero_grad()  # the layers accumulate into .grad, as torch's do
+        self.model.backward(self.loss_fn.backward())
+        self.optimizer.step()
+        self.averaging.after_step()
         return loss * y.shape[0], num_correct(logits, y)
 
+    @_on_one_blas_thread
     def eval_batch(self, x, y) -> tuple[float, int]:
         """Loss sum and number correct on one batch, without gradients or updates."""
         y = _as_array(y)
-        with one_blas_thread():  # as in train_batch
-            logits = self.model.forward(_as_array(x, self.dtype))
+        logits = self.model.forward(_as_array(x, self.dtype))
         loss = self.loss_fn.forward(logits, y)
         return loss * y.shape[0], num_correct(logits, y)
 
+    @_on_one_blas_thread
     def eval_views(self, views, y) -> tuple[float, int, np.ndarray]:
         """`eval_batch` on the mean of the logits over views of one batch (TTA; one view is
         plain evaluation), plus the predicted classes (B,)."""
         y = _as_array(y)
-        with one_blas_thread():  # as in train_batch
-            logits = sum(self.model.forward(_as_array(v, self.dtype)) for v in views) / len(views)
+        logits = sum(self.model.forward(_as_array(v, self.dtype)) for v in views) / len(views)
         loss = self.loss_fn.forward(logits, y)
         return loss * y.shape[0], num_correct(logits, y), np.asarray(logits).argmax(axis=1)
 
+    @_on_one_blas_thread
     def predict(self, x) -> np.ndarray:
         """Logits (B, K) as float32."""
-        with one_blas_thread():  # as in train_batch
-            logits = self.model.forward(_as_array(x, self.dtype))
+        logits = self.model.forward(_as_array(x, self.dtype))
         return np.asarray(logits, dtype=np.float32)
 
     def state_dict(self) -> dict:

@@ -291,8 +291,9 @@ def _chunk_parts(chunks: list[slice], parts: int) -> list[list[slice]]:
     return [chunks[s] for s in split_range(len(chunks), min(parts, len(chunks)))]
 
 
-def _run_chunk_parts(works: list):
-    """Run the parts side by side, each on one BLAS thread (one part: BLAS's own threads)."""
+def _run_side_by_side(works: list):
+    """Run the zero-argument functions side by side on the kernel threads, each on one BLAS
+    thread, and return their results (a single one runs with BLAS's own threads)."""
     if len(works) == 1:
         return [works[0]()]
     with one_blas_thread():
@@ -313,7 +314,7 @@ def _columns_matmul(xp, kernel, stride, dilation, out_hw, wmat2d, out2d, workspa
             np.matmul(cols, wmat2d, out=out2d[chunk.start * rows:chunk.stop * rows])
 
     runs = _chunk_parts(chunks, kernel_threads())
-    _run_chunk_parts([lambda p=p, r=r: work(p, r) for p, r in enumerate(runs)])
+    _run_side_by_side([lambda p=p, r=r: work(p, r) for p, r in enumerate(runs)])
 
 
 def _conv_weight_matrix(weight, groups):
@@ -409,7 +410,7 @@ def _conv_backward_by_chunks(xp, d2, wmat2d, in_hw, kernel, stride, padding, dil
                 _matmul_scatter(d_rows[None], taps, canvas[chunk], stride, dilation, out_hw)
         return dw
 
-    parts = _run_chunk_parts([lambda p=p, r=r: work(p, r)
+    parts = _run_side_by_side([lambda p=p, r=r: work(p, r)
                               for p, r in enumerate(_chunk_parts(chunks, REDUCTION_PARTS))])
     dwmat = parts[0]
     for part in parts[1:]:
@@ -475,7 +476,7 @@ def conv_transpose2d_forward(x, weight, bias=None, stride=1, padding=0, output_p
                         dilation, (h, w))
     # fixed blocks (not one per thread), so the products and the bits do not depend on the
     # thread count; they run side by side on the kernel threads
-    _run_chunk_parts([lambda s=s: scatter(s) for s in split_range(n, min(n, PRODUCT_PARTS))])
+    _run_side_by_side([lambda s=s: scatter(s) for s in split_range(n, min(n, PRODUCT_PARTS))])
     out = canvas[:, padding[0]:padding[0] + ho, padding[1]:padding[1] + wo, :]
     out = out + bias if bias is not None else np.ascontiguousarray(out)
     cache = (xg, wmat, (n, c, h, w), weight.shape, bias is not None, stride, padding, dilation,
@@ -514,7 +515,7 @@ def conv_transpose2d_backward(dout, cache, need_input_grad=True):
         def input_gradient(s):  # a fixed block of rows, as in the forward's scatter
             dx2[:, s] = _grouped_matmul(dcols[:, s], wmat.transpose(0, 2, 1))
         parts = split_range(dcols.shape[1], min(dcols.shape[1], PRODUCT_PARTS))
-        _run_chunk_parts([lambda s=s: input_gradient(s) for s in parts])
+        _run_side_by_side([lambda s=s: input_gradient(s) for s in parts])
         dx = _nchw_view(_ungroup(dx2).reshape(n, h, w, c))
     return dx, dweight, dbias
 
@@ -535,7 +536,7 @@ def _parted_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return a @ b
     out = np.empty((a.shape[0], b.shape[1]), np.result_type(a, b))
     parts = split_range(a.shape[0], min(PRODUCT_PARTS, a.shape[0]))
-    _run_chunk_parts([lambda s=s: np.matmul(a[s], b, out=out[s]) for s in parts])
+    _run_side_by_side([lambda s=s: np.matmul(a[s], b, out=out[s]) for s in parts])
     return out
 
 
